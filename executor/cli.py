@@ -1,0 +1,144 @@
+"""Command line: parses arguments and hands over to the parts, nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from executor import __version__
+from executor.settings import ConfigError, load_settings
+
+
+def _run(_args: argparse.Namespace) -> int:
+    from executor.app import configure_logging, run_daemon
+
+    settings = load_settings()
+    configure_logging(settings)
+    return asyncio.run(_serve(lambda stop: run_daemon(settings, stop)))
+
+
+async def _serve(main: Any) -> int:
+    """Run ``main(stop)``; the first SIGTERM/SIGINT asks it to drain, a second forces exit."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            print(f"executor: second {signal.Signals(signum).name}, exiting now", file=sys.stderr)
+            os._exit(130)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await main(stop)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from executor.demo import run_demo
+
+    return asyncio.run(run_demo(verbose=args.verbose))
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from executor.bybit import sim_cli
+
+    return int(sim_cli.run(args))
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
+    from executor.publish import publish
+
+    settings = load_settings()
+    if args.symbol:
+        signal_obj: dict[str, Any] = {
+            "symbol": args.symbol,
+            "side": args.side,
+            "order_type": args.order_type,
+            "qty": args.qty,
+            "category": args.category,
+        }
+        for name in ("id", "price", "ttl_ms", "strategy", "time_in_force"):
+            value = getattr(args, name)
+            if value is not None:
+                signal_obj[name] = value
+        signals: list[dict[str, Any] | bytes] = [signal_obj]
+    else:
+        signals = []
+        for number, line in enumerate(sys.stdin, 1):
+            if not line.strip():
+                continue
+            try:
+                signals.append(json.loads(line))
+            except ValueError as exc:
+                print(f"executor publish: line {number}: not JSON: {exc}", file=sys.stderr)
+                return 2
+    secret = settings.signal_secret.get_secret_value() if settings.signal_secret else None
+
+    async def go() -> list[str]:
+        redis = Redis.from_url(settings.redis_url.get_secret_value())
+        try:
+            return await publish(redis, settings.stream, signals, secret=secret)
+        finally:
+            await redis.aclose()
+
+    for entry_id in asyncio.run(go()):
+        print(entry_id)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="executor", description="Bybit V5 signal-to-order execution daemon."
+    )
+    root.add_argument("--version", action="version", version=f"executor {__version__}")
+    sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("run", help="run the daemon (configured by EXECUTOR_* variables)").set_defaults(
+        func=_run
+    )
+
+    demo = sub.add_parser("demo", help="the whole flow on embedded Redis and the simulator")
+    demo.add_argument("--verbose", action="store_true", help="show the daemon's log lines")
+    demo.set_defaults(func=_demo)
+
+    from executor.bybit import sim_cli
+
+    sim = sub.add_parser("sim", help="run the Bybit V5 simulator")
+    sim_cli.add_arguments(sim)
+    sim.set_defaults(func=_sim)
+
+    pub = sub.add_parser(
+        "publish", help="append a signal (from flags, or JSON lines on stdin) to the stream"
+    )
+    pub.add_argument("--id")
+    pub.add_argument("--symbol")
+    pub.add_argument("--side", default="Buy")
+    pub.add_argument("--type", dest="order_type", default="Market")
+    pub.add_argument("--qty", default="0.001")
+    pub.add_argument("--price")
+    pub.add_argument("--category", default="linear")
+    pub.add_argument("--time-in-force", dest="time_in_force")
+    pub.add_argument("--ttl-ms", dest="ttl_ms", type=int)
+    pub.add_argument("--strategy")
+    pub.set_defaults(func=_publish)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"executor: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

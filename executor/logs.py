@@ -1,0 +1,63 @@
+"""structlog set-up: JSON lines off a terminal, console on one, secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+REDACTED = "***"
+_SECRET_NAMES = re.compile(r"secret|password|passwd|token|api_key|apikey|sign|authorization", re.I)
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]+@", re.I)
+
+
+class Redactor:
+    """A processor that blanks known secret values and secret-looking fields."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return _URL_PASSWORD.sub(rf"\g<scheme>\g<user>:{REDACTED}@", text)
+
+    def __call__(
+        self, _logger: Any, _name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for field, value in list(event.items()):
+            if _SECRET_NAMES.search(field) and field != "event":
+                event[field] = REDACTED
+            elif isinstance(value, str):
+                event[field] = self.scrub(value)
+            elif value is not None and not isinstance(value, int | float | bool):
+                event[field] = self.scrub(str(value))
+        return event
+
+
+def configure(level: str = "info", fmt: str | None = None, secrets: Iterable[str] = ()) -> None:
+    fmt = fmt or ("console" if sys.stdout.isatty() else "json")
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            Redactor(secrets),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,265 @@
+"""The flow between Redis and the exchange: admit entries, queue them, submit.
+
+Intake reads only while the bounded queue has room (backpressure); workers
+take jobs, submit them, and write each terminal outcome with its ack. An entry
+whose order could not be proven placed or absent is left pending, never acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from executor.dedup import Claim, Dedup
+from executor.intake import SIG_FIELD, SIGNAL_FIELD, Entry, Intake
+from executor.signals import InvalidSignal, Signal, check_signature, order_link_id, parse_signal
+from executor.submitter import Outcome, Submitter, Unresolved
+
+log = structlog.get_logger("executor")
+
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    entry: Entry
+    signal: Signal
+    maybe_sent: bool
+
+
+class Pipeline:
+    def __init__(
+        self,
+        intake: Intake,
+        dedup: Dedup,
+        submitter: Submitter,
+        queue: asyncio.Queue[Job],
+        *,
+        signal_secret: str | None = None,
+        workers: int = 16,
+        read_count: int = 100,
+        block_ms: int = 1000,
+        wall_ms: Callable[[], float] = lambda: time.time() * 1000,
+    ) -> None:
+        self.intake = intake
+        self.dedup = dedup
+        self.submitter = submitter
+        self.queue = queue
+        self._secret = signal_secret
+        self._workers = workers
+        self._read_count = read_count
+        self._block_ms = block_ms
+        self._wall_ms = wall_ms
+        # Entries queued or being worked on: a re-read of pending entries skips them.
+        self._in_hand: set[str] = set()
+        self._busy = 0
+        self._idle: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.redis_ok = False
+
+    async def run(self, stop: asyncio.Event, drain_timeout_s: float = 20.0) -> None:
+        reader = asyncio.create_task(self.intake_loop(), name="intake")
+        workers = [
+            asyncio.create_task(self.worker(), name=f"worker-{i}") for i in range(self._workers)
+        ]
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([stopped, reader], return_when=asyncio.FIRST_COMPLETED)
+        if reader.done() and not reader.cancelled() and reader.exception():
+            stopped.cancel()
+            for task in workers:
+                task.cancel()
+            raise reader.exception()  # type: ignore[misc]
+        log.info("daemon.draining", in_flight=self._busy, queued=self.queue.qsize())
+        reader.cancel()
+        self._closing = True
+        # Idle workers are parked on queue.get(); waking them with the closing
+        # flag set makes them return without taking new work.
+        for task in list(self._idle):
+            task.cancel()
+        _done, late = await asyncio.wait(workers, timeout=drain_timeout_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(reader, *workers, return_exceptions=True)
+        left = await self._release_queued()
+        log.info("daemon.drained", abandoned=len(late), left_pending=left)
+
+    async def _release_queued(self) -> int:
+        """Queued jobs were never sent: drop their in-flight claims so the next
+        run sends them without a lookup. They stay pending in the stream."""
+        left = 0
+        while not self.queue.empty():
+            job = self.queue.get_nowait()
+            left += 1
+            try:
+                await self.dedup.release(job.signal.id, job.entry.id)
+            except REDIS_ERRORS:
+                return left + self.queue.qsize()  # a lookup on redelivery covers it
+        return left
+
+    async def intake_loop(self) -> None:
+        failures = 0
+        while True:
+            try:
+                if not self.redis_ok:
+                    await self.intake.ensure_group()
+                    self.redis_ok = True
+                    if failures:
+                        log.info("redis.reconnected", after_failures=failures)
+                    failures = 0
+                free = self.queue.maxsize - self.queue.qsize()
+                count = max(1, min(self._read_count, free))
+                for entry in await self.intake.read(count, self._block_ms):
+                    if entry.id not in self._in_hand:
+                        await self.admit(entry)
+            except REDIS_ERRORS as exc:
+                failures += 1
+                await self._redis_down(exc, failures)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis lost the group (restarted without persistence): recreate it.
+                failures += 1
+                await self._redis_down(exc, failures)
+
+    async def _redis_down(self, exc: Exception, failures: int) -> None:
+        self.redis_ok = False
+        self.intake.restart_pending()
+        delay = min(5.0, 0.1 * 2 ** min(failures, 6))
+        log.warning("redis.unavailable", error=type(exc).__name__, retry_in_s=delay)
+        await asyncio.sleep(delay)
+
+    async def admit(self, entry: Entry) -> None:
+        """Validate, authenticate and dedup one entry, then queue it (may wait: backpressure)."""
+        raw = entry.fields.get(SIGNAL_FIELD)
+        try:
+            if raw is None:
+                raise InvalidSignal("missing field 'signal'")
+            if self._secret is not None:
+                check_signature(self._secret, raw, entry.fields.get(SIG_FIELD))
+            signal = parse_signal(raw, default_ts_ms=entry.stream_ms)
+        except InvalidSignal as exc:
+            await self._reject(entry, raw, exc)
+            return
+        claim = await self.dedup.claim(signal.id, entry.id)
+        if claim is Claim.DUPLICATE:
+            outcome = Outcome(status="duplicate", ret_msg="signal id already handled")
+            await self.intake.finish(entry, self._result(entry, signal, outcome))
+            self._log_outcome(entry, signal, outcome)
+            return
+        if claim is Claim.FINISHED:
+            await self.intake.redis.xack(self.intake.stream, self.intake.group, entry.id)
+            return
+        self._in_hand.add(entry.id)
+        await self.queue.put(Job(entry, signal, maybe_sent=claim is Claim.RESUMED))
+
+    async def _reject(self, entry: Entry, raw: bytes | None, exc: InvalidSignal) -> None:
+        signal_id = _loose_id(raw)
+        result = {
+            "id": signal_id,
+            "status": "invalid",
+            "order_link_id": order_link_id(signal_id) if signal_id else "",
+            "order_id": "",
+            "ret_code": "",
+            "ret_msg": exc.reason,
+            "key": "",
+            "attempts": 0,
+            "latency_ms": self._latency(entry),
+            "entry_id": entry.id,
+        }
+        await self.intake.dead_letter(entry, exc.reason, exc.kind, result)
+        log.warning(
+            "signal.invalid", id=signal_id, entry_id=entry.id, reason=exc.reason, kind=exc.kind
+        )
+
+    async def worker(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        while not self._closing:
+            self._idle.add(task)
+            try:
+                job = await self.queue.get()
+            finally:
+                self._idle.discard(task)
+            self._busy += 1
+            try:
+                await self._work(job)
+            finally:
+                self._busy -= 1
+                self._in_hand.discard(job.entry.id)
+                self.queue.task_done()
+
+    async def _work(self, job: Job) -> None:
+        try:
+            outcome = await self.submitter.submit(job.signal, maybe_sent=job.maybe_sent)
+        except Unresolved as exc:
+            log.error("order.unresolved", id=job.signal.id, entry_id=job.entry.id, reason=str(exc))
+            return
+        done = self.dedup.done(job.signal.id, job.entry.id, outcome.status)
+        result = self._result(job.entry, job.signal, outcome)
+        failures = 0
+        while True:
+            try:
+                await self.intake.finish(job.entry, result, done)
+                break
+            except REDIS_ERRORS as exc:
+                # The order is placed; only its record is missing. Keep trying:
+                # if the process dies now, the redelivery reconciles by lookup.
+                failures += 1
+                await self._redis_down(exc, failures)
+        self._log_outcome(job.entry, job.signal, outcome)
+
+    def _latency(self, entry: Entry) -> int:
+        return max(0, int(self._wall_ms()) - entry.stream_ms)
+
+    def _result(self, entry: Entry, signal: Signal, outcome: Outcome) -> dict[str, Any]:
+        return {
+            "id": signal.id,
+            "status": outcome.status,
+            "order_link_id": signal.order_link_id,
+            "order_id": outcome.order_id,
+            "ret_code": "" if outcome.ret_code is None else outcome.ret_code,
+            "ret_msg": outcome.ret_msg,
+            "key": outcome.key,
+            "attempts": outcome.attempts,
+            "latency_ms": self._latency(entry),
+            "entry_id": entry.id,
+            "symbol": signal.symbol,
+            "strategy": signal.strategy or "",
+            "source": signal.source or "",
+        }
+
+    def _log_outcome(self, entry: Entry, signal: Signal, outcome: Outcome) -> None:
+        log.info(
+            f"order.{outcome.status}",
+            id=signal.id,
+            order_link_id=signal.order_link_id,
+            outcome=outcome.status,
+            order_id=outcome.order_id,
+            ret_code=outcome.ret_code,
+            ret_msg=outcome.ret_msg or None,
+            key=outcome.key or None,
+            attempts=outcome.attempts,
+            latency_ms=self._latency(entry),
+            strategy=signal.strategy,
+        )
+
+
+def _loose_id(raw: bytes | None) -> str:
+    """The id of an invalid signal, when one can be read, for its results entry."""
+    if raw is None or len(raw) > 1 << 16:
+        return ""
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return ""
+    value = obj.get("id") if isinstance(obj, dict) else None
+    return value[:64] if isinstance(value, str) else ""

@@ -1,0 +1,151 @@
+"""The operator contract: one typed settings model, read once at start-up.
+
+Only ``app.py`` and ``cli.py`` read it; every component receives plain
+arguments. A wrong value stops start-up with a one-line error naming the
+variable (and never echoing a secret).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "EXECUTOR_"
+SECRETS_DIR = Path("/run/secrets")
+
+BYBIT_HOSTS: dict[str, str] = {
+    "mainnet": "https://api.bybit.com",
+    "testnet": "https://api-testnet.bybit.com",
+    "demo": "https://api-demo.bybit.com",
+    "eu": "https://api.bybit.eu",
+    "nl": "https://api.bybit.nl",
+    "tr": "https://api.bybit.tr",
+    "kz": "https://api.bybit.kz",
+    "ge": "https://api.bybitgeorgia.ge",
+    "ae": "https://api.bybit.ae",
+    "id": "https://api.bybit.id",
+}
+
+BybitEnv = Literal["mainnet", "testnet", "demo", "eu", "nl", "tr", "kz", "ge", "ae", "id"]
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names the variable."""
+
+
+def default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    redis_url: SecretStr = SecretStr("redis://localhost:6379/0")
+    stream: str = Field("signals", min_length=1)
+    group: str = Field("executor", min_length=1)
+    consumer: str = Field(default_factory=default_consumer, min_length=1)
+    results_stream: str = Field("signals:results", min_length=1)
+    dead_letter_stream: str = Field("signals:dead", min_length=1)
+    results_maxlen: int = Field(1_000_000, ge=1000)
+
+    bybit_env: BybitEnv = "testnet"
+    bybit_base_url: str | None = None
+    primary_api_key: SecretStr | None = None
+    primary_api_secret: SecretStr | None = None
+    secondary_api_key: SecretStr | None = None
+    secondary_api_secret: SecretStr | None = None
+    recv_window_ms: int = Field(5000, ge=100, le=60_000)
+    request_timeout_s: float = Field(10.0, gt=0, le=120)
+
+    signal_secret: SecretStr | None = None
+    queue_size: int = Field(1000, ge=1, le=1_000_000)
+    workers: int = Field(16, ge=1, le=1024)
+    read_count: int = Field(100, ge=1, le=10_000)
+    block_ms: int = Field(1000, ge=10, le=60_000)
+    dedup_ttl_s: int = Field(86_400, ge=60)
+    claim_idle_ms: int = Field(60_000, ge=1000)
+    max_attempts: int = Field(5, ge=1, le=100)
+    drain_timeout_s: float = Field(20.0, ge=0)
+
+    rate_limit_per_s: Decimal = Field(Decimal(10), gt=0, le=100_000)
+    rate_limit_burst: int = Field(1, ge=1, le=100_000)
+
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    dry_run: bool = False
+    log_format: Literal["json", "console"] | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("bybit_env", mode="before")
+    @classmethod
+    def _lower_env(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("bybit_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _keys_in_pairs(self) -> Settings:
+        for role in ("primary", "secondary"):
+            key = getattr(self, f"{role}_api_key")
+            secret = getattr(self, f"{role}_api_secret")
+            if (key is None) != (secret is None):
+                missing = "api_secret" if secret is None else "api_key"
+                raise ValueError(f"{ENV_PREFIX}{role.upper()}_{missing.upper()} is required too")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return self.bybit_base_url or BYBIT_HOSTS[self.bybit_env]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings or raise ConfigError with one line naming the variable."""
+    secrets_dir = SECRETS_DIR if SECRETS_DIR.is_dir() else None
+    try:
+        return Settings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """One line per problem, naming the variable, never echoing a secret value."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        secret = "secret" in field or field in {"redis_url", "signal_secret"}
+        if field and not secret and "input" in error:
+            message = f"{message} (got {error['input']!r})"
+        lines.append(f"{name}: {message}" if field else message)
+    return "; ".join(lines)

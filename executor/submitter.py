@@ -1,0 +1,171 @@
+"""One signal through the limiter, the keys, the client and its retries.
+
+Every exchange answer goes through ``classify``; what happens next is read
+from the verdict alone. A resend always carries the same orderLinkId, and an
+answer whose outcome is unknown is reconciled by looking the order up before
+anything is sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from executor.bybit.client import Answer, ApiKey, BybitClient
+from executor.limiter import TokenBucket
+from executor.outcome import RATE_LIMIT_CODE, TIMESTAMP_CODE, Verdict, classify, server_timestamp_ms
+from executor.signals import Signal
+
+RATE_LIMIT_FALLBACK_MS = 2000
+LOOKUP_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A terminal outcome, as written to the results stream."""
+
+    status: str
+    order_id: str = ""
+    ret_code: int | None = None
+    ret_msg: str = ""
+    key: str = ""
+    attempts: int = 0
+
+
+class Unresolved(Exception):
+    """The order may exist and could not be looked up: leave the entry pending."""
+
+
+def backoff_s(attempt: int, *, base: float = 0.05, cap: float = 2.0, rng: random.Random) -> float:
+    """Exponential backoff with full jitter; ``attempt`` counts from 1."""
+    return rng.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+
+
+class Submitter:
+    def __init__(
+        self,
+        client: BybitClient,
+        keys: Sequence[ApiKey],
+        limiter: TokenBucket,
+        *,
+        max_attempts: int = 5,
+        dry_run: bool = False,
+        wall_ms: Callable[[], float] = lambda: time.time() * 1000,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not keys and not dry_run:
+            raise ValueError("at least one API key is needed to submit orders")
+        self._client = client
+        self._keys = list(keys)
+        self._limiter = limiter
+        self._max_attempts = max_attempts
+        self._dry_run = dry_run
+        self._wall_ms = wall_ms
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    async def submit(self, signal: Signal, *, maybe_sent: bool = False) -> Outcome:
+        """Place the signal's order once; ``maybe_sent`` when an earlier run may have."""
+        key_index = 0
+        key = self._keys[0] if self._keys else None
+        base = Outcome(status="", key=key.name if key else "")
+        if maybe_sent and key is not None:
+            found = await self._lookup(key, signal)
+            if found is not None:
+                return replace(base, status="accepted", order_id=found)
+        attempts = 0
+        last: Answer | None = None
+        while True:
+            if self._expired(signal):
+                return _with_answer(replace(base, status="expired", attempts=attempts), last)
+            if attempts >= self._max_attempts:
+                return _with_answer(replace(base, status="failed", attempts=attempts), last)
+            await self._limiter.acquire()
+            if self._expired(signal):
+                return _with_answer(replace(base, status="expired", attempts=attempts), last)
+            if self._dry_run or key is None:
+                return replace(base, status="halted", ret_msg="dry run: not sent")
+            answer = await self._client.create_order(key, signal.order_body())
+            attempts += 1
+            last = answer
+            base = replace(base, key=key.name)
+            verdict = classify(answer.reply)
+            if verdict is Verdict.ACCEPTED:
+                order_id = str(answer.result.get("orderId", ""))
+                return replace(
+                    base,
+                    status="accepted",
+                    order_id=order_id,
+                    attempts=attempts,
+                    ret_code=0,
+                    ret_msg=answer.ret_msg,
+                )
+            if verdict is Verdict.ALREADY_PLACED:
+                found = await self._lookup(key, signal)
+                return replace(
+                    base,
+                    status="accepted",
+                    order_id=found or "",
+                    attempts=attempts,
+                    ret_code=answer.reply.ret_code,
+                    ret_msg=answer.ret_msg,
+                )
+            if verdict is Verdict.REJECTED:
+                return _with_answer(replace(base, status="rejected", attempts=attempts), answer)
+            if verdict is Verdict.KEY_FAILURE:
+                if key_index + 1 >= len(self._keys):
+                    return _with_answer(replace(base, status="rejected", attempts=attempts), answer)
+                key_index += 1
+                key = self._keys[key_index]
+                continue
+            if verdict is Verdict.UNKNOWN:
+                found = await self._lookup(key, signal)
+                if found is not None:
+                    return replace(base, status="accepted", order_id=found, attempts=attempts)
+                await self._sleep(backoff_s(attempts, rng=self._rng))
+                continue
+            await self._recover(answer, attempts)
+
+    def _expired(self, signal: Signal) -> bool:
+        return self._wall_ms() >= signal.deadline_ms
+
+    async def _recover(self, answer: Answer, attempts: int) -> None:
+        """After a rejection-before-processing: fix what caused it, then wait."""
+        code = answer.reply.ret_code
+        if code == TIMESTAMP_CODE:
+            server_ms = server_timestamp_ms(answer.ret_msg)
+            if server_ms is not None:
+                self._client.resync_from(server_ms)
+            else:
+                await self._client.sync_time()
+            return
+        if code == RATE_LIMIT_CODE:
+            reset = answer.rate.reset_ms or int(self._wall_ms()) + RATE_LIMIT_FALLBACK_MS
+            await self._sleep(max(0.0, (reset - self._wall_ms()) / 1000))
+            return
+        await self._sleep(backoff_s(attempts, rng=self._rng))
+
+    async def _lookup(self, key: ApiKey, signal: Signal) -> str | None:
+        """The orderId if the order exists, None if the exchange says it does not."""
+        for attempt in range(1, LOOKUP_ATTEMPTS + 1):
+            answer = await self._client.get_order(key, signal.category.value, signal.order_link_id)
+            if answer.ok:
+                orders = answer.result.get("list") or []
+                for order in orders:
+                    if order.get("orderLinkId") == signal.order_link_id:
+                        return str(order.get("orderId", ""))
+                return None
+            await self._sleep(backoff_s(attempt, rng=self._rng))
+        raise Unresolved(f"order {signal.order_link_id} could not be looked up")
+
+
+def _with_answer(outcome: Outcome, answer: Answer | None) -> Outcome:
+    if answer is None:
+        return outcome
+    message = answer.ret_msg or answer.error
+    return replace(outcome, ret_code=answer.reply.ret_code, ret_msg=message)

@@ -1,0 +1,92 @@
+"""Helpers shared by integration tests: building pipelines, reading streams, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+
+from executor.dedup import Dedup
+from executor.intake import Intake
+from executor.pipeline import Job, Pipeline
+from executor.signals import Signal
+from executor.submitter import Outcome
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def read_stream(redis: Redis, stream: str) -> list[dict[str, str]]:
+    entries = await redis.xrange(stream) or []
+    return [{text(k): text(v) for k, v in fields.items()} for _id, fields in entries]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Wait until ``check`` holds; fail with a clear message when it never does."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+def signal(n: int | str, **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": f"s-{n}",
+        "symbol": "BTCUSDT",
+        "side": "Buy",
+        "order_type": "Market",
+        "qty": "0.001",
+        "ts": int(time.time() * 1000),
+        "ttl_ms": 60_000,
+    }
+    base.update(fields)
+    return base
+
+
+class GatedSubmitter:
+    """Stands in for the exchange side: records each submit, holds it until released."""
+
+    def __init__(self, open_gate: bool = True) -> None:
+        self.calls: list[tuple[str, bool]] = []
+        self.gate = asyncio.Event()
+        if open_gate:
+            self.gate.set()
+
+    async def submit(self, signal: Signal, *, maybe_sent: bool = False) -> Outcome:
+        self.calls.append((signal.id, maybe_sent))
+        await self.gate.wait()
+        return Outcome(status="accepted", order_id=f"oid-{signal.id}", key="primary", attempts=1)
+
+
+def make_pipeline(
+    redis: Redis,
+    stream: str,
+    results: str,
+    dead: str,
+    *,
+    consumer: str = "c1",
+    group: str = "executor",
+    submitter: Any = None,
+    queue_size: int = 100,
+    workers: int = 4,
+    read_count: int = 100,
+    signal_secret: str | None = None,
+) -> Pipeline:
+    intake = Intake(redis, stream, group, consumer, results, dead)
+    dedup = Dedup(redis, prefix=f"executor:{stream}", ttl_s=3600)
+    queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=queue_size)
+    return Pipeline(
+        intake,
+        dedup,
+        submitter or GatedSubmitter(),
+        queue,
+        signal_secret=signal_secret,
+        workers=workers,
+        read_count=read_count,
+        block_ms=50,
+    )
