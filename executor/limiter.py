@@ -91,7 +91,9 @@ class TokenBucket:
 
         Called by the timer; tests that step a fake clock call it directly.
         """
-        self._timer = None
+        if self._timer is not None:
+            self._timer.cancel()  # called directly rather than by the timer
+            self._timer = None
         self._refill()
         while self._waiters and self._tokens >= 1.0:
             waiter = self._waiters.popleft()

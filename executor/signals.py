@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictInt,
     ValidationError,
     model_validator,
 )
@@ -78,19 +79,38 @@ def _canonical(choices: type[StrEnum]) -> BeforeValidator:
     return BeforeValidator(pick)
 
 
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# Far beyond any real quantity or price, yet small enough that rendering the
+# number for the exchange can never blow up.
+MAX_EXPONENT = 30
+
+
 def _decimal(value: object) -> Decimal:
     # bool is an int subclass: "qty": true must not become 1.
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
         raise ValueError("must be a decimal number or string")
-    try:
-        number = Decimal(value.strip() if isinstance(value, str) else value)
-    except InvalidOperation:
-        raise ValueError("must be a decimal number") from None
+    if isinstance(value, str):
+        value = value.strip()
+        # Decimal() also takes "1_000" and non-ASCII digits; a publisher's typo
+        # must not become a quantity.
+        if value.lstrip("+-").lower() in {"nan", "snan", "inf", "infinity"}:
+            raise ValueError("must be finite")
+        if not _DECIMAL_TEXT.fullmatch(value):
+            raise ValueError("must be a decimal number")
+    number = Decimal(value)
     if not number.is_finite():
         raise ValueError("must be finite")
     if number <= 0:
         raise ValueError("must be greater than 0")
+    if abs(number.adjusted()) > MAX_EXPONENT or len(number.as_tuple().digits) > 2 * MAX_EXPONENT:
+        raise ValueError("is out of range")
     return number
+
+
+def _no_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("Input should be 0, 1 or 2")
+    return value
 
 
 PositiveDecimal = Annotated[Decimal, BeforeValidator(_decimal)]
@@ -100,10 +120,12 @@ class Signal(BaseModel):
     """One trade signal, as published. Unknown fields are refused, so a typo in
     ``reduce_only`` cannot silently open a position."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(min_length=1, max_length=64)
-    symbol: Annotated[str, BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)] = (
+    symbol: Annotated[
+        str, BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v)
+    ] = (
         Field(pattern=SYMBOL)
     )
     side: Annotated[Side, _canonical(Side)]
@@ -115,9 +137,9 @@ class Signal(BaseModel):
     reduce_only: StrictBool | None = None
     take_profit: PositiveDecimal | None = None
     stop_loss: PositiveDecimal | None = None
-    position_idx: Literal[0, 1, 2] | None = None
-    ts: int = Field(ge=0, le=10**14)
-    ttl_ms: int = Field(DEFAULT_TTL_MS, ge=1, le=MAX_TTL_MS)
+    position_idx: Annotated[Literal[0, 1, 2], BeforeValidator(_no_bool)] | None = None
+    ts: StrictInt = Field(ge=0, le=10**14)
+    ttl_ms: StrictInt = Field(DEFAULT_TTL_MS, ge=1, le=MAX_TTL_MS)
     strategy: str | None = Field(None, max_length=64)
     source: str | None = Field(None, max_length=64)
 
@@ -179,8 +201,10 @@ def sign_signal(secret: str, raw: bytes) -> str:
 def check_signature(secret: str, raw: bytes, signature: bytes | str | None) -> None:
     if signature is None:
         raise InvalidSignal("unsigned signal", kind="unauthenticated")
-    given = signature.decode(errors="replace") if isinstance(signature, bytes) else signature
-    if not hmac.compare_digest(sign_signal(secret, raw), given.strip().lower()):
+    given = signature.encode() if isinstance(signature, str) else signature
+    expected = sign_signal(secret, raw).encode()
+    # Bytes compare: a non-ASCII signature is simply wrong, never an exception.
+    if not hmac.compare_digest(expected, given.strip().lower()):
         raise InvalidSignal("bad signature", kind="unauthenticated")
 
 
@@ -190,7 +214,10 @@ def _refuse_constant(name: str) -> Any:
 
 def parse_signal(raw: bytes | str, *, default_ts_ms: int | None = None) -> Signal:
     """Parse and validate one signal; raise InvalidSignal with a short reason."""
-    data = raw.encode() if isinstance(raw, str) else raw
+    try:
+        data = raw.encode() if isinstance(raw, str) else raw
+    except UnicodeEncodeError:
+        raise InvalidSignal("signal is not valid UTF-8 text") from None
     if len(data) > MAX_SIGNAL_BYTES:
         raise InvalidSignal(f"signal too large ({len(data)} bytes > {MAX_SIGNAL_BYTES})")
     try:

@@ -25,12 +25,12 @@ async def read_stream(redis: Redis, stream: str) -> list[dict[str, str]]:
     return [{text(k): text(v) for k, v in fields.items()} for _id, fields in entries]
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
     """Wait until ``check`` holds; fail with a clear message when it never does."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(0.02)
 
 

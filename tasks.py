@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Project tasks with nothing but Python 3.11+: each installs what it needs into .venv.
+
+    python3 tasks.py demo     # the whole flow on embedded Redis and the simulator
+    python3 tasks.py test     # the test suite (unit, integration on a real Redis, end to end)
+    python3 tasks.py lint     # ruff and mypy
+    python3 tasks.py run      # the daemon, configured by EXECUTOR_* variables
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("EXECUTOR_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / "python"
+
+
+def ensure_venv(extras: str) -> None:
+    """Create .venv and install the package with ``extras``; skip when up to date."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"executor needs Python 3.11 or newer (this is {sys.version.split()[0]})")
+    if not PYTHON.exists():
+        print(f"creating {VENV}", flush=True)
+        try:
+            venv.EnvBuilder(with_pip=True).create(VENV)
+        except Exception as exc:  # noqa: BLE001 - explain and stop
+            shutil.rmtree(VENV, ignore_errors=True)
+            sys.exit(
+                f"cannot create a virtual environment ({exc}); on Debian/Ubuntu: "
+                "apt-get install python3-venv"
+            )
+    stamp = VENV / f".installed-{extras or 'base'}"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    print(f"installing executor[{extras}] into {VENV}", flush=True)
+    target = f".[{extras}]" if extras else "."
+    pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "-e", target], cwd=ROOT, check=True)
+    stamp.write_text(digest)
+
+
+def run(*args: str) -> int:
+    return subprocess.call([str(BIN / args[0]), *args[1:]], cwd=ROOT)
+
+
+def demo(argv: list[str]) -> int:
+    ensure_venv("embedded")
+    return run("executor", "demo", *argv)
+
+
+def test(argv: list[str]) -> int:
+    ensure_venv("test,embedded")
+    return run("pytest", *argv)
+
+
+def lint(_argv: list[str]) -> int:
+    ensure_venv("test,embedded")
+    return (
+        run("ruff", "check", "executor", "tests", "tasks.py")
+        or run("ruff", "format", "--check", "executor", "tests", "tasks.py")
+        or run("mypy")
+    )
+
+
+def daemon(argv: list[str]) -> int:
+    ensure_venv("")
+    return run("executor", "run", *argv)
+
+
+TASKS = {"demo": demo, "test": test, "lint": lint, "run": daemon}
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in TASKS:
+        print(__doc__)
+        return 2
+    return TASKS[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
