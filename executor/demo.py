@@ -24,8 +24,9 @@ from executor.settings import load_settings
 WAIT_S = 60.0
 
 
-def sample_signals(run: str) -> list[dict[str, Any] | bytes]:
-    """About twenty signals: valid ones of every shape, one duplicate, broken ones."""
+def sample_signals(run: str) -> list[tuple[dict[str, Any] | bytes, str]]:
+    """About twenty signals with the outcome each must get: valid ones of every
+    shape, one duplicate, broken ones."""
     now = int(time.time() * 1000)
 
     def sig(n: int, **fields: Any) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def sample_signals(run: str) -> list[dict[str, Any] | bytes]:
         sig(12, symbol="BTCUSDT", side="Sell", order_type="Market", qty="0.004",
             ttl_ms=60_000),
         {**sig(13, symbol="ETHUSDT", side="Buy", order_type="Market", qty="0.01"),
-         "id": f"tradingview/alert:{run}:ETH breakout long (a long id over 36 characters)"},
+         "id": f"tradingview:{run}:ETH/USDT breakout long"},  # not a valid orderLinkId
         sig(14, symbol="SOLUSDT", side="Sell", order_type="Market", qty="0.7",
             source="voiceofchain"),
     ]  # fmt: skip
@@ -67,7 +68,11 @@ def sample_signals(run: str) -> list[dict[str, Any] | bytes]:
         sig(20, symbol="BTCUSDT", side="Buy", order_type="Market", qty="0.001",
             reduceonly=True),  # misspelt field
     ]  # fmt: skip
-    return [*valid, duplicate, *invalid]
+    return [
+        *((v, "accepted") for v in valid),
+        (duplicate, "duplicate"),
+        *((i, "invalid") for i in invalid),
+    ]
 
 
 @contextlib.contextmanager
@@ -106,7 +111,8 @@ async def run_demo(verbose: bool = False) -> int:
             daemon = asyncio.create_task(run_daemon(settings, stop))
             try:
                 samples = sample_signals(run)
-                await publish(redis, settings.stream, samples)
+                entry_ids = await publish(redis, settings.stream, [s for s, _ in samples])
+                expected = dict(zip(entry_ids, (want for _, want in samples), strict=True))
                 results = await _wait_for_results(redis, settings.results_stream, len(samples))
                 dead = await redis.xlen(settings.dead_letter_stream)
             finally:
@@ -114,7 +120,7 @@ async def run_demo(verbose: bool = False) -> int:
                 await daemon
                 await redis.aclose()
             orders = {order["orderLinkId"] for order in sim.state.orders_as_dicts()}
-    return _report(results, orders, dead, expected=len(samples))
+    return _report(results, orders, dead, expected)
 
 
 async def _wait_for_results(redis: Redis, stream: str, expected: int) -> list[dict[str, str]]:
@@ -126,10 +132,13 @@ async def _wait_for_results(redis: Redis, stream: str, expected: int) -> list[di
         await asyncio.sleep(0.1)
 
 
-def _report(results: list[dict[str, str]], orders: set[str], dead: int, expected: int) -> int:
+def _report(
+    results: list[dict[str, str]], orders: set[str], dead: int, expected: dict[str, str]
+) -> int:
     header = f"{'id':<34} {'status':<10} {'orderLinkId':<36} {'orderId':<36} {'ms':>5}  reason"
     print(header)
     print("-" * len(header))
+    wrong = []
     for r in results:
         shown_id = r["id"] if len(r["id"]) <= 34 else r["id"][:31] + "..."
         reason = r["ret_msg"] if r["status"] != "accepted" else ""
@@ -137,22 +146,25 @@ def _report(results: list[dict[str, str]], orders: set[str], dead: int, expected
             f"{shown_id or '(unreadable)':<34} {r['status']:<10} {r['order_link_id']:<36} "
             f"{r['order_id']:<36} {r['latency_ms']:>5}  {reason}"
         )
+        if expected.get(r["entry_id"]) != r["status"]:
+            wrong.append(f"{r['id'] or r['entry_id']}: {r['status']}, expected "
+                         f"{expected.get(r['entry_id'])}")  # fmt: skip
     counts: dict[str, int] = {}
     for r in results:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    accepted = [r for r in results if r["status"] == "accepted"]
-    at_sim = sum(1 for r in accepted if r["order_link_id"] in orders)
+    accepted = {r["order_link_id"] for r in results if r["status"] == "accepted"}
     print()
     print("outcomes: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-    print(f"orders at the simulator: {len(orders)} ({at_sim} of {len(accepted)} accepted found)")
+    print(f"orders at the simulator: {len(orders)}, one for each accepted signal: "
+          f"{'yes' if orders == accepted else 'NO'}")  # fmt: skip
     print(f"dead letters: {dead}")
-    ok = (
-        len(results) == expected
-        and at_sim == len(accepted) == len(orders)
-        and dead == counts.get("invalid", 0)
-    )
-    if not ok:
-        print(f"demo: expected {expected} outcomes with every accepted order at the simulator")
+    print("orders are paced at 10/s, Bybit's default linear limit (EXECUTOR_RATE_LIMIT_PER_S)")
+    missing = len(expected) - len(results)
+    if wrong or missing or orders != accepted or dead != counts.get("invalid", 0):
+        for line in wrong:
+            print(f"demo: {line}")
+        if missing:
+            print(f"demo: {missing} signal(s) got no outcome within {WAIT_S:.0f}s")
         return 1
     return 0
 

@@ -60,6 +60,11 @@ class Category(StrEnum):
     OPTION = "option"
 
 
+class MarketUnit(StrEnum):
+    BASE = "baseCoin"
+    QUOTE = "quoteCoin"
+
+
 class TimeInForce(StrEnum):
     GTC = "GTC"
     IOC = "IOC"
@@ -125,9 +130,7 @@ class Signal(BaseModel):
     id: str = Field(min_length=1, max_length=64)
     symbol: Annotated[
         str, BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v)
-    ] = (
-        Field(pattern=SYMBOL)
-    )
+    ] = Field(pattern=SYMBOL)
     side: Annotated[Side, _canonical(Side)]
     order_type: Annotated[OrderType, _canonical(OrderType)]
     qty: PositiveDecimal
@@ -137,6 +140,7 @@ class Signal(BaseModel):
     reduce_only: StrictBool | None = None
     take_profit: PositiveDecimal | None = None
     stop_loss: PositiveDecimal | None = None
+    market_unit: Annotated[MarketUnit, _canonical(MarketUnit)] | None = None
     position_idx: Annotated[Literal[0, 1, 2], BeforeValidator(_no_bool)] | None = None
     ts: StrictInt = Field(ge=0, le=10**14)
     ttl_ms: StrictInt = Field(DEFAULT_TTL_MS, ge=1, le=MAX_TTL_MS)
@@ -170,6 +174,10 @@ class Signal(BaseModel):
             body["price"] = format(self.price, "f")
         if self.time_in_force is not None:
             body["timeInForce"] = self.time_in_force.value
+        if self.category is Category.SPOT and self.order_type is OrderType.MARKET:
+            # Bybit reads a spot market buy's qty in quote coin unless told
+            # otherwise; qty means base coin everywhere else, so say so.
+            body["marketUnit"] = (self.market_unit or MarketUnit.BASE).value
         body["orderLinkId"] = self.order_link_id
         if self.reduce_only is not None:
             body["reduceOnly"] = self.reduce_only

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -118,3 +121,20 @@ async def test_daemon_refuses_to_start_with_a_bad_setting_and_names_it(
     assert time.monotonic() - started < 30
     out = proc.output().strip().splitlines()
     assert out[-1].startswith("executor: configuration error: EXECUTOR_QUEUE_SIZE:")
+
+
+def test_demo_command_shows_every_outcome_and_exits_0(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "executor", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "outcomes: 14 accepted, 1 duplicate, 7 invalid" in done.stdout
+    assert "orders at the simulator: 14, one for each accepted signal: yes" in done.stdout
+    assert "dead letters: 7" in done.stdout
+    assert "reduceonly: unknown field" in done.stdout
