@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Project tasks with nothing but Python 3.11+: each installs what it needs into .venv.
 
-    python3 tasks.py demo     # the whole flow on embedded Redis and the simulator
-    python3 tasks.py test     # the test suite (unit, integration on a real Redis, end to end)
-    python3 tasks.py lint     # ruff and mypy
-    python3 tasks.py run      # the daemon, configured by EXECUTOR_* variables
+python3 tasks.py demo     # the whole flow on embedded Redis and the simulator
+python3 tasks.py test     # the test suite (unit, integration on a real Redis, end to end)
+python3 tasks.py lint     # ruff and mypy
+python3 tasks.py run      # the daemon, configured by EXECUTOR_* variables
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ PYTHON = BIN / "python"
 
 def ensure_venv(extras: str) -> None:
     """Create .venv and install the package with ``extras``; skip when up to date."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - tasks.py may be started by an older python3
         sys.exit(f"executor needs Python 3.11 or newer (this is {sys.version.split()[0]})")
     if not PYTHON.exists():
         print(f"creating {VENV}", flush=True)
         try:
             venv.EnvBuilder(with_pip=True).create(VENV)
-        except Exception as exc:  # noqa: BLE001 - explain and stop
+        except Exception as exc:  # any failure: explain and stop
             shutil.rmtree(VENV, ignore_errors=True)
             sys.exit(
                 f"cannot create a virtual environment ({exc}); on Debian/Ubuntu: "
