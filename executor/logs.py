@@ -26,16 +26,28 @@ class Redactor:
             text = text.replace(secret, REDACTED)
         return _URL_PASSWORD.sub(rf"\g<scheme>\g<user>:{REDACTED}@", text)
 
+    def clean(self, value: Any) -> Any:
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, list | tuple):
+            return [self.clean(item) for item in value]
+        if isinstance(value, dict):
+            return {
+                key: REDACTED if _SECRET_NAMES.search(str(key)) else self.clean(item)
+                for key, item in value.items()
+            }
+        return self.scrub(str(value))
+
     def __call__(
         self, _logger: Any, _name: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         for field, value in list(event.items()):
             if _SECRET_NAMES.search(field) and field != "event":
                 event[field] = REDACTED
-            elif isinstance(value, str):
-                event[field] = self.scrub(value)
-            elif value is not None and not isinstance(value, int | float | bool):
-                event[field] = self.scrub(str(value))
+            else:
+                event[field] = self.clean(value)
         return event
 
 

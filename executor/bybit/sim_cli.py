@@ -9,7 +9,7 @@ import signal
 import sys
 
 from executor.bybit.sim_faults import parse_ip_limit, parse_order_limit
-from executor.bybit.sim_keys import SimKey, parse_key_spec
+from executor.bybit.sim_keys import DEMO_KEYS, SimKey, parse_key_spec
 from executor.bybit.simulator import SimConfig, SimulatorServer
 
 
@@ -48,7 +48,16 @@ def _price(text: str) -> tuple[str, str]:
     return symbol, price
 
 
+def _key_table() -> str:
+    lines = ["built-in keys (fake credentials, valid only here; all bound to 127.0.0.1):"]
+    for key in DEMO_KEYS:
+        lines.append(f"  {key.api_key:<20} {key.secret:<28} user {key.user_id}  {key.note}")
+    return "\n".join(lines)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _key_table()
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
     parser.add_argument(

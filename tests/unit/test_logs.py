@@ -1,0 +1,48 @@
+"""The log redactor: secrets never reach a log line, whatever shape they arrive in."""
+
+from __future__ import annotations
+
+from executor.logs import REDACTED, Redactor
+
+CANARY = "canary-secret-4f1d9a"
+
+
+def redact(**event: object) -> dict[str, object]:
+    return dict(Redactor([CANARY])(None, "info", dict(event)))
+
+
+def test_known_secret_is_blanked_inside_any_text() -> None:
+    assert redact(event="x", error=f"HTTP 401 for key with {CANARY} in it") == {
+        "event": "x",
+        "error": f"HTTP 401 for key with {REDACTED} in it",
+    }
+
+
+def test_secret_looking_fields_are_blanked_whatever_they_hold() -> None:
+    out = redact(event="x", api_secret="anything", password="p", sign="abc", attempts=3)
+    assert out == {
+        "event": "x",
+        "api_secret": REDACTED,
+        "password": REDACTED,
+        "sign": REDACTED,
+        "attempts": 3,
+    }
+
+
+def test_lists_and_dicts_keep_their_shape_and_lose_their_secrets() -> None:
+    out = redact(event="x", keys=["primary:SIMP…01", CANARY], ctx={"secret": "s", "n": CANARY})
+    assert out["keys"] == ["primary:SIMP…01", REDACTED]
+    assert out["ctx"] == {"secret": REDACTED, "n": REDACTED}
+
+
+def test_password_in_a_url_is_blanked() -> None:
+    out = redact(event="x", url="redis://user:hunter2@redis:6379/0")
+    assert out["url"] == f"redis://user:{REDACTED}@redis:6379/0"
+
+
+def test_objects_are_rendered_as_text_and_scrubbed() -> None:
+    class Thing:
+        def __str__(self) -> str:
+            return f"thing({CANARY})"
+
+    assert redact(event="x", thing=Thing())["thing"] == f"thing({REDACTED})"
