@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from executor import logs
 from executor.bybit.client import ApiKey, BybitClient
 from executor.dedup import Dedup
+from executor.health import Health, HealthServer
 from executor.intake import Intake
 from executor.limiter import TokenBucket
 from executor.pipeline import Job, Pipeline
@@ -80,7 +81,20 @@ class Daemon:
             rate_limit_per_s=str(s.rate_limit_per_s),
             dry_run=s.dry_run,
         )
-        await self.pipeline.run(stop, s.drain_timeout_s)
+        health = Health(
+            {
+                "redis": lambda: (
+                    None if self.pipeline.redis_ok else "redis unreachable or group missing"
+                ),
+                "exchange": lambda: (
+                    f"IP ban for {self.client.ban_remaining():.0f}s more: {self.client.ban_reason}"
+                    if self.client.ban_remaining() > 0
+                    else None
+                ),
+            }
+        )
+        async with HealthServer(health, s.metrics_host, s.metrics_port):
+            await self.pipeline.run(stop, s.drain_timeout_s)
 
 
 @contextlib.asynccontextmanager
@@ -105,7 +119,12 @@ async def build(settings: Settings) -> AsyncIterator[Daemon]:
         headers={"User-Agent": "executor"},
     )
     try:
-        client = BybitClient(http, settings.base_url, recv_window_ms=settings.recv_window_ms)
+        client = BybitClient(
+            http,
+            settings.base_url,
+            recv_window_ms=settings.recv_window_ms,
+            ban_s=settings.ip_ban_s,
+        )
         limiter = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst, clock=loop.time)
         submitter = Submitter(
             client,
@@ -136,6 +155,7 @@ async def build(settings: Settings) -> AsyncIterator[Daemon]:
             workers=settings.workers,
             read_count=settings.read_count,
             block_ms=settings.block_ms,
+            claim_idle_ms=settings.claim_idle_ms,
         )
         yield Daemon(settings, redis, http, client, pipeline)
     finally:

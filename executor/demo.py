@@ -102,6 +102,7 @@ async def run_demo(verbose: bool = False) -> int:
                 primary_api_secret=SecretStr(PRIMARY.secret),
                 signal_secret=None,
                 dry_run=False,
+                metrics_port=0,
             )
             print(f"redis     {redis_url}")
             print(f"simulator {sim.url}")

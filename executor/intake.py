@@ -1,15 +1,17 @@
-"""Redis stream intake: consumer group, reads, results, dead letters, acks.
+"""Redis stream intake: consumer group, reads, claims, results, dead letters, acks.
 
 Own pending entries are read before new ones, so a restarted consumer
-finishes what it had. A terminal outcome is written with its XACK (and the
-dedup record's final state) in one MULTI/EXEC, so an entry is never acked
-without its result, nor given a result twice.
+finishes what it had; entries left idle by a dead consumer are claimed.
+A terminal outcome is written by one script that acks the entry and writes
+its result (and the dedup record's final state) only if that ack took: an
+entry is never acked without its result, and never gets two results, even
+when two replicas race for it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,25 @@ from redis.exceptions import ResponseError
 
 SIGNAL_FIELD = b"signal"
 SIG_FIELD = b"sig"
+
+# KEYS: stream, results, dedup key ("" for none). ARGV: group, entry id, maxlen,
+# dedup value, dedup ttl, then the result's field/value pairs.
+FINISH = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 6))
+if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5]) end
+return 1
+"""
+
+# KEYS: stream, results, dead letters. ARGV: group, entry id, maxlen, number of
+# dead-letter field/value items, those items, then the result's items.
+DEAD_LETTER = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+local n = tonumber(ARGV[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 5, 4 + n))
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 5 + n))
+return 1
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +72,10 @@ class Intake:
     dead_letter_stream: str
     results_maxlen: int = 1_000_000
     _pending_cursor: str | None = field(default="0", init=False)
+
+    def __post_init__(self) -> None:
+        self._finish = self.redis.register_script(FINISH)
+        self._dead_letter = self.redis.register_script(DEAD_LETTER)
 
     async def ensure_group(self) -> bool:
         """Create the group (and stream) if missing; True when it was created.
@@ -99,27 +124,53 @@ class Intake:
                 entries.append(Entry(key, fields or {}))
         return entries
 
+    async def claim_stale(self, min_idle_ms: int, count: int) -> list[Entry]:
+        """Take over entries another consumer (or this one) left idle too long."""
+        reply: Any = await self.redis.xautoclaim(
+            self.stream, self.group, self.consumer, min_idle_ms, "0-0", count=count
+        )
+        claimed = reply[1] if reply else []
+        deleted = reply[2] if reply and len(reply) > 2 else []
+        if deleted:
+            await self.redis.xack(self.stream, self.group, *deleted)
+        entries = []
+        for entry_id, fields in claimed:
+            if fields:
+                key = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                entries.append(Entry(key, fields, redelivered=True))
+        return entries
+
+    async def touch(self, entry_ids: Collection[str]) -> None:
+        """Reset the idle time of entries being worked on, so nobody claims them."""
+        if entry_ids:
+            await self.redis.xclaim(
+                self.stream, self.group, self.consumer, 0, list(entry_ids), justid=True
+            )
+
     async def finish(
         self, entry: Entry, result: Mapping[str, Any], dedup: DedupWrite | None = None
-    ) -> None:
-        """Write the terminal result, the dedup record and the ack atomically."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                self.results_stream,
-                _encode(result),
-                maxlen=self.results_maxlen,
-                approximate=True,
-            )
-            if dedup is not None:
-                pipe.set(dedup.key, dedup.value, ex=dedup.ttl_s)
-            pipe.xack(self.stream, self.group, entry.id)
-            await pipe.execute()
+    ) -> bool:
+        """Ack the entry and write its result and dedup record, atomically.
+
+        False when the entry was already acked (another replica finished it):
+        then nothing is written.
+        """
+        keys = [self.stream, self.results_stream, dedup.key if dedup else ""]
+        args: list[Any] = [
+            self.group,
+            entry.id,
+            self.results_maxlen,
+            dedup.value if dedup else "",
+            dedup.ttl_s if dedup else 0,
+            *_flatten(result),
+        ]
+        return bool(await self._finish(keys=keys, args=args))
 
     async def dead_letter(
         self, entry: Entry, reason: str, kind: str, result: Mapping[str, Any]
-    ) -> None:
+    ) -> bool:
         """Dead-letter an unusable entry with its reason, record it ``invalid``, ack it."""
-        letter: dict[Any, Any] = {
+        letter: dict[str, Any] = {
             "entry_id": entry.id,
             "stream": self.stream,
             "kind": kind,
@@ -127,13 +178,17 @@ class Intake:
         }
         for name, value in entry.fields.items():
             letter[f"orig.{name.decode(errors='replace')}"] = value
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.dead_letter_stream, letter, maxlen=self.results_maxlen, approximate=True)
-            pipe.xadd(
-                self.results_stream, _encode(result), maxlen=self.results_maxlen, approximate=True
-            )
-            pipe.xack(self.stream, self.group, entry.id)
-            await pipe.execute()
+        dead = _flatten(letter)
+        keys = [self.stream, self.results_stream, self.dead_letter_stream]
+        args = [self.group, entry.id, self.results_maxlen, len(dead), *dead, *_flatten(result)]
+        return bool(await self._dead_letter(keys=keys, args=args))
+
+
+def _flatten(fields: Mapping[str, Any]) -> list[Any]:
+    items: list[Any] = []
+    for name, value in _encode(fields).items():
+        items.extend((name, value))
+    return items
 
 
 def _encode(result: Mapping[str, Any]) -> dict[Any, Any]:

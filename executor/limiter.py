@@ -30,6 +30,9 @@ class TokenBucket:
         self._tokens = float(burst)
         self._stamp = clock()
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._held_until = float("-inf")  # no grants before this clock time
+        self._base_rate = self._rate
+        self._throttled_until = float("-inf")
         self._timer: asyncio.TimerHandle | None = None
         self._loop = loop
 
@@ -42,19 +45,39 @@ class TokenBucket:
         if rate <= 0:
             raise ValueError("rate must be > 0")
         self._refill()
-        self._rate = float(rate)
+        self._rate = self._base_rate = float(rate)
+        self._throttled_until = float("-inf")
+        self._reschedule()
+
+    def hold(self, seconds: float) -> None:
+        """Grant nothing for ``seconds`` (the exchange said the window is spent)."""
+        self._refill()
+        self._held_until = max(self._held_until, self._clock() + seconds)
+        self._tokens = 0.0
+        self._reschedule()
+
+    def throttle(self, factor: float, seconds: float) -> None:
+        """Run at ``factor`` of the configured rate for ``seconds``, then recover."""
+        self._refill()
+        self._rate = max(self._base_rate * factor, self._base_rate / 100)
+        self._throttled_until = self._clock() + seconds
         self._reschedule()
 
     def _refill(self) -> None:
         now = self._clock()
-        elapsed = max(0.0, now - self._stamp)
+        if now >= self._throttled_until and self._rate != self._base_rate:
+            self._rate = self._base_rate
+        if self._stamp < self._held_until <= now:
+            # The hold ends with the exchange's window reset: one send may go at once.
+            self._tokens = max(self._tokens, 1.0)
+        elapsed = max(0.0, now - max(self._stamp, self._held_until))
         self._stamp = now
         self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
 
     def try_acquire(self) -> bool:
         """Take a token now if one exists and nobody is queued before us."""
         self._refill()
-        if not self._waiters and self._tokens >= 1.0:
+        if not self._waiters and self._tokens >= 1.0 and self._clock() >= self._held_until:
             self._tokens -= 1.0
             return True
         return False
@@ -62,6 +85,9 @@ class TokenBucket:
     def delay(self) -> float:
         """Seconds until the next token exists (0 if one exists now)."""
         self._refill()
+        held = self._held_until - self._clock()
+        if held > 0:
+            return held  # the hold's end grants a token
         return max(0.0, (1.0 - self._tokens) / self._rate)
 
     async def acquire(self) -> float:
@@ -95,7 +121,7 @@ class TokenBucket:
             self._timer.cancel()  # called directly rather than by the timer
             self._timer = None
         self._refill()
-        while self._waiters and self._tokens >= 1.0:
+        while self._waiters and self._tokens >= 1.0 and self._clock() >= self._held_until:
             waiter = self._waiters.popleft()
             if waiter.done():
                 continue

@@ -48,6 +48,7 @@ class Pipeline:
         workers: int = 16,
         read_count: int = 100,
         block_ms: int = 1000,
+        claim_idle_ms: int = 60_000,
         wall_ms: Callable[[], float] = lambda: time.time() * 1000,
     ) -> None:
         self.intake = intake
@@ -58,6 +59,7 @@ class Pipeline:
         self._workers = workers
         self._read_count = read_count
         self._block_ms = block_ms
+        self._claim_idle_ms = claim_idle_ms
         self._wall_ms = wall_ms
         # Entries queued or being worked on: a re-read of pending entries skips them.
         self._in_hand: set[str] = set()
@@ -68,6 +70,7 @@ class Pipeline:
 
     async def run(self, stop: asyncio.Event, drain_timeout_s: float = 20.0) -> None:
         reader = asyncio.create_task(self.intake_loop(), name="intake")
+        keeper = asyncio.create_task(self.maintenance_loop(), name="maintenance")
         workers = [
             asyncio.create_task(self.worker(), name=f"worker-{i}") for i in range(self._workers)
         ]
@@ -80,6 +83,7 @@ class Pipeline:
             raise reader.exception()  # type: ignore[misc]
         log.info("daemon.draining", in_flight=self._busy, queued=self.queue.qsize())
         reader.cancel()
+        keeper.cancel()
         self._closing = True
         # Idle workers are parked on queue.get(); waking them with the closing
         # flag set makes them return without taking new work.
@@ -88,7 +92,7 @@ class Pipeline:
         _done, late = await asyncio.wait(workers, timeout=drain_timeout_s)
         for task in late:
             task.cancel()
-        await asyncio.gather(reader, *workers, return_exceptions=True)
+        await asyncio.gather(reader, keeper, *workers, return_exceptions=True)
         left = await self._release_queued()
         log.info("daemon.drained", abandoned=len(late), left_pending=left)
 
@@ -118,8 +122,7 @@ class Pipeline:
                 free = self.queue.maxsize - self.queue.qsize()
                 count = max(1, min(self._read_count, free))
                 for entry in await self.intake.read(count, self._block_ms):
-                    if entry.id not in self._in_hand:
-                        await self.admit(entry)
+                    await self.admit(entry)
             except REDIS_ERRORS as exc:
                 failures += 1
                 await self._redis_down(exc, failures)
@@ -130,6 +133,35 @@ class Pipeline:
                 failures += 1
                 await self._redis_down(exc, failures)
 
+    async def maintenance_loop(self) -> None:
+        """Keep entries in hand from looking abandoned; adopt entries that are.
+
+        An entry idle for ``claim_idle_ms`` belongs to a consumer that died (or
+        to a signal this one could not resolve): it is claimed and finished
+        here, its dedup record deciding between reconcile and send.
+        """
+        interval = max(0.2, self._claim_idle_ms / 4000)
+        while True:
+            await asyncio.sleep(interval)
+            if not self.redis_ok:
+                continue
+            try:
+                await self.intake.touch(sorted(self._in_hand))
+                free = self.queue.maxsize - self.queue.qsize()
+                if free <= 0:
+                    continue
+                claimed = await self.intake.claim_stale(self._claim_idle_ms, min(free, 100))
+                for entry in claimed:
+                    if entry.id not in self._in_hand:
+                        log.info("signal.claimed", entry_id=entry.id)
+                    await self.admit(entry)
+            except REDIS_ERRORS as exc:
+                log.warning("redis.unavailable", error=type(exc).__name__, during="claim")
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self.redis_ok = False
+
     async def _redis_down(self, exc: Exception, failures: int) -> None:
         self.redis_ok = False
         self.intake.restart_pending()
@@ -138,7 +170,22 @@ class Pipeline:
         await asyncio.sleep(delay)
 
     async def admit(self, entry: Entry) -> None:
-        """Validate, authenticate and dedup one entry, then queue it (may wait: backpressure)."""
+        """Validate, authenticate and dedup one entry, then queue it (may wait: backpressure).
+
+        An entry already in hand (queued, or being worked on) is skipped: the
+        intake and the claim loop may both come across it.
+        """
+        if entry.id in self._in_hand:
+            return
+        self._in_hand.add(entry.id)
+        queued = False
+        try:
+            queued = await self._admit(entry)
+        finally:
+            if not queued:
+                self._in_hand.discard(entry.id)
+
+    async def _admit(self, entry: Entry) -> bool:
         raw = entry.fields.get(SIGNAL_FIELD)
         try:
             if raw is None:
@@ -148,18 +195,18 @@ class Pipeline:
             signal = parse_signal(raw, default_ts_ms=entry.stream_ms)
         except InvalidSignal as exc:
             await self._reject(entry, raw, exc)
-            return
+            return False
         claim = await self.dedup.claim(signal.id, entry.id)
         if claim is Claim.DUPLICATE:
             outcome = Outcome(status="duplicate", ret_msg="signal id already handled")
-            await self.intake.finish(entry, self._result(entry, signal, outcome))
-            self._log_outcome(entry, signal, outcome)
-            return
+            if await self.intake.finish(entry, self._result(entry, signal, outcome)):
+                self._log_outcome(entry, signal, outcome)
+            return False
         if claim is Claim.FINISHED:
             await self.intake.redis.xack(self.intake.stream, self.intake.group, entry.id)
-            return
-        self._in_hand.add(entry.id)
+            return False
         await self.queue.put(Job(entry, signal, maybe_sent=claim is Claim.RESUMED))
+        return True
 
     async def _reject(self, entry: Entry, raw: bytes | None, exc: InvalidSignal) -> None:
         signal_id = _loose_id(raw)
@@ -208,7 +255,9 @@ class Pipeline:
         failures = 0
         while True:
             try:
-                await self.intake.finish(job.entry, result, done)
+                if not await self.intake.finish(job.entry, result, done):
+                    log.info("signal.finished_elsewhere", id=job.signal.id, entry_id=job.entry.id)
+                    return
                 break
             except REDIS_ERRORS as exc:
                 # The order is placed; only its record is missing. Keep trying:

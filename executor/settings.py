@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     block_ms: int = Field(1000, ge=10, le=60_000)
     dedup_ttl_s: int = Field(86_400, ge=60)
     claim_idle_ms: int = Field(60_000, ge=1000)
+    ip_ban_s: float = Field(600.0, ge=1, le=86_400)
     max_attempts: int = Field(5, ge=1, le=100)
     drain_timeout_s: float = Field(20.0, ge=0)
 
@@ -83,6 +84,7 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(1, ge=1, le=100_000)
 
     metrics_port: int = Field(9464, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
     dry_run: bool = False
     log_format: Literal["json", "console"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -22,6 +22,9 @@ from executor.signals import Signal
 
 RATE_LIMIT_FALLBACK_MS = 2000
 LOOKUP_ATTEMPTS = 5
+# After a 10006 the whole account slows down for a while, not just this order.
+THROTTLE_FACTOR = 0.8
+THROTTLE_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,11 @@ class Submitter:
                 return _with_answer(replace(base, status="expired", attempts=attempts), last)
             if attempts >= self._max_attempts:
                 return _with_answer(replace(base, status="failed", attempts=attempts), last)
+            banned = self._client.ban_remaining()
+            if banned > 0:
+                # Nothing goes out during an IP ban; the signal waits while its TTL allows.
+                await self._sleep(min(banned, self._left_s(signal)))
+                continue
             await self._limiter.acquire()
             if self._expired(signal):
                 return _with_answer(replace(base, status="expired", attempts=attempts), last)
@@ -129,10 +137,15 @@ class Submitter:
                     return replace(base, status="accepted", order_id=found, attempts=attempts)
                 await self._sleep(backoff_s(attempts, rng=self._rng))
                 continue
+            if verdict is Verdict.IP_BAN:
+                continue  # the client now refuses to send until the ban ends
             await self._recover(answer, attempts)
 
     def _expired(self, signal: Signal) -> bool:
         return self._wall_ms() >= signal.deadline_ms
+
+    def _left_s(self, signal: Signal) -> float:
+        return max(0.0, (signal.deadline_ms - self._wall_ms()) / 1000)
 
     async def _recover(self, answer: Answer, attempts: int) -> None:
         """After a rejection-before-processing: fix what caused it, then wait."""
@@ -145,14 +158,20 @@ class Submitter:
                 await self._client.sync_time()
             return
         if code == RATE_LIMIT_CODE:
+            # Every worker shares the bucket: hold it until the exchange's window
+            # resets, then run slower for a while.
             reset = answer.rate.reset_ms or int(self._wall_ms()) + RATE_LIMIT_FALLBACK_MS
-            await self._sleep(max(0.0, (reset - self._wall_ms()) / 1000))
+            self._limiter.hold(max(0.0, (reset - self._wall_ms()) / 1000))
+            self._limiter.throttle(THROTTLE_FACTOR, THROTTLE_S)
             return
         await self._sleep(backoff_s(attempts, rng=self._rng))
 
     async def _lookup(self, key: ApiKey, signal: Signal) -> str | None:
         """The orderId if the order exists, None if the exchange says it does not."""
         for attempt in range(1, LOOKUP_ATTEMPTS + 1):
+            banned = self._client.ban_remaining()
+            if banned > 0:
+                await self._sleep(banned)  # a lookup is not bound by the TTL
             answer = await self._client.get_order(key, signal.category.value, signal.order_link_id)
             if answer.ok:
                 orders = answer.result.get("list") or []

@@ -16,10 +16,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import structlog
 from pydantic import SecretStr
 
 from executor.bybit.signing import auth_headers, compact_json
-from executor.outcome import Failure, Reply
+from executor.outcome import IP_BAN_CODES, Failure, Reply
+
+log = structlog.get_logger("executor")
 
 # Stay a little behind the server: Bybit refuses timestamps >= server + 1000 ms.
 SAFETY_MARGIN_MS = 200
@@ -74,12 +77,33 @@ class BybitClient:
         *,
         recv_window_ms: int = 5000,
         wall_ms: Callable[[], float] = lambda: time.time() * 1000,
+        clock: Callable[[], float] = time.monotonic,
+        ban_s: float = 600.0,
     ) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
         self._recv_window = recv_window_ms
         self._wall_ms = wall_ms
+        self._clock = clock
+        self._ban_s = ban_s
         self.offset_ms = 0.0
+        self.banned_until = float("-inf")
+        self.ban_reason = ""
+
+    def ban_remaining(self) -> float:
+        """Seconds left of an IP ban during which nothing is sent (0 when none)."""
+        return max(0.0, self.banned_until - self._clock())
+
+    def _note_ban(self, answer: Answer) -> None:
+        self.banned_until = self._clock() + self._ban_s
+        self.ban_reason = answer.ret_msg[:200]
+        log.error(
+            "exchange.ip_ban",
+            reason=self.ban_reason,
+            pause_s=self._ban_s,
+            http_status=answer.reply.status,
+            ret_code=answer.reply.ret_code,
+        )
 
     def timestamp_ms(self) -> int:
         return int(self._wall_ms() + self.offset_ms) - SAFETY_MARGIN_MS
@@ -125,6 +149,11 @@ class BybitClient:
     async def _send(
         self, method: str, path: str, key: ApiKey | None, content: bytes, payload: str
     ) -> Answer:
+        if self.ban_remaining() > 0:
+            # Banned: not one request until the window passes, or the ban gets longer.
+            return Answer(
+                Reply(failure=Failure.NOT_SENT), error=f"IP ban in force: {self.ban_reason}"
+            )
         url = f"{self._base}{path}"
         headers = {"Content-Type": "application/json"} if method == "POST" else {}
         if method == "GET" and payload:
@@ -145,7 +174,10 @@ class BybitClient:
             return Answer(Reply(failure=Failure.NOT_SENT), error=_describe(exc))
         except httpx.HTTPError as exc:
             return Answer(Reply(failure=Failure.NO_ANSWER), error=_describe(exc))
-        return parse_answer(response.status_code, response.content, response.headers)
+        answer = parse_answer(response.status_code, response.content, response.headers)
+        if answer.reply.status == 403 or answer.reply.ret_code in IP_BAN_CODES:
+            self._note_ban(answer)
+        return answer
 
 
 def parse_answer(status: int, content: bytes, headers: Mapping[str, str]) -> Answer:

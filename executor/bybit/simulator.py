@@ -206,6 +206,8 @@ class SimulatorServer:
         runner = web.AppRunner(
             build_app(self.state),
             handle_signals=False,
+            # A stand-in exchange has nothing worth waiting for at shutdown.
+            shutdown_timeout=1.0,
             # Off by default: a log line per request costs more than the rest of the order path.
             access_log=access_logger if self.config.access_log else None,
         )

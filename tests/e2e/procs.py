@@ -10,12 +10,14 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from executor.bybit.sim_state import PRIMARY
+from executor.redis_server import free_port
 
 LISTENING = re.compile(r"listening on (http://\S+)")
 
@@ -24,6 +26,11 @@ LISTENING = re.compile(r"listening on (http://\S+)")
 class Proc:
     process: subprocess.Popen[bytes]
     log: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['EXECUTOR_METRICS_PORT']}"
 
     @property
     def pid(self) -> int:
@@ -46,7 +53,7 @@ class Proc:
 
 
 def _spawn(args: list[str], env: Mapping[str, str], log: Path) -> Proc:
-    handle = log.open("wb")
+    handle = log.open("ab")  # a restarted daemon appends to its predecessor's log
     process = subprocess.Popen(
         [sys.executable, "-m", "executor", *args],
         env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
@@ -54,7 +61,7 @@ def _spawn(args: list[str], env: Mapping[str, str], log: Path) -> Proc:
         stderr=subprocess.STDOUT,
     )
     handle.close()
-    return Proc(process, log)
+    return Proc(process, log, dict(env))
 
 
 @contextmanager
@@ -71,23 +78,41 @@ def simulator(tmp: Path, *flags: str) -> Iterator[tuple[Proc, str]]:
         proc.stop()
 
 
-@contextmanager
-def daemon(tmp: Path, env: Mapping[str, str], name: str = "daemon") -> Iterator[Proc]:
+def start_daemon(tmp: Path, env: Mapping[str, str], name: str = "daemon") -> Proc:
     base = {
         "EXECUTOR_PRIMARY_API_KEY": PRIMARY.api_key,
         "EXECUTOR_PRIMARY_API_SECRET": PRIMARY.secret,
         "EXECUTOR_LOG_FORMAT": "json",
+        "EXECUTOR_METRICS_HOST": "127.0.0.1",
+        "EXECUTOR_METRICS_PORT": str(free_port()),
     }
-    proc = _spawn(["run"], {**base, **env}, tmp / f"{name}.log")
+    return _spawn(["run"], {**base, **env}, tmp / f"{name}.log")
+
+
+@contextmanager
+def daemon(tmp: Path, env: Mapping[str, str], name: str = "daemon") -> Iterator[Proc]:
+    proc = start_daemon(tmp, env, name)
     try:
         yield proc
     finally:
         proc.stop()
 
 
-def sim_orders(url: str) -> list[dict[str, object]]:
-    response = httpx.get(f"{url}/sim/orders", timeout=10)
+async def sim_get(url: str, path: str) -> Any:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(f"{url}{path}")
     response.raise_for_status()
-    orders = response.json()
+    return response.json()
+
+
+async def sim_post(url: str, path: str, body: Mapping[str, Any]) -> Any:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(f"{url}{path}", json=body)
+    response.raise_for_status()
+    return response.json()
+
+
+async def sim_orders(url: str) -> list[dict[str, Any]]:
+    orders = await sim_get(url, "/sim/orders")
     assert isinstance(orders, list)
     return orders

@@ -49,7 +49,7 @@ async def test_200_signals_become_exactly_200_orders_with_their_ids(
 
         await eventually(all_done, within=60)
         assert proc.alive()
-        orders = sim_orders(sim_url)
+        orders = await sim_orders(sim_url)
         assert proc.stop() == 0
 
     assert sorted(str(o["orderLinkId"]) for o in orders) == ids
@@ -95,7 +95,7 @@ async def test_bad_input_is_dead_lettered_and_the_daemon_keeps_running(
 
         await eventually(good_done, within=30)
         assert proc.alive()
-        orders = sim_orders(sim_url)
+        orders = await sim_orders(sim_url)
         assert proc.stop() == 0
 
     dead = await read_stream(redis, names.dead)

@@ -43,9 +43,10 @@ def make(
     keys: list[ApiKey],
     *,
     wall_ms: Callable[[], float] = lambda: time.time() * 1000,
+    ban_s: float = 600.0,
     **kwargs: Any,
 ) -> Submitter:
-    client = BybitClient(http, sim.url, wall_ms=wall_ms)
+    client = BybitClient(http, sim.url, wall_ms=wall_ms, ban_s=ban_s)
     limiter = TokenBucket(1000, 100, clock=asyncio.get_running_loop().time)
     return Submitter(client, keys, limiter, wall_ms=wall_ms, **kwargs)
 
@@ -193,3 +194,32 @@ async def test_dry_run_sends_nothing_and_ends_halted(
     outcome = await make(sim, http, [GOOD], dry_run=True).submit(parse_signal(encode(signal("d"))))
     assert outcome.status == "halted"
     assert sim.state.stats.snapshot()["requests"].get("/v5/order/create", 0) == 0
+
+
+async def test_ip_ban_stops_all_traffic_for_the_window_then_the_order_goes_through(
+    sim: SimulatorServer, http: httpx.AsyncClient
+) -> None:
+    sim.state.set_faults(ip_ban=True)
+    seen_during_ban: list[int] = []
+
+    async def wait(seconds: float) -> None:
+        seen_during_ban.append(sum(sim.state.stats.snapshot()["requests"].values()))
+        sim.state.set_faults(ip_ban=False)  # the venue lifts the ban meanwhile
+        await asyncio.sleep(seconds)
+
+    submitter = make(sim, http, [GOOD], ban_s=0.3, sleep=wait)
+    outcome = await submitter.submit(parse_signal(encode(signal("ban"))))
+    assert outcome.status == "accepted"
+    assert seen_during_ban == [1]  # the one request that met the 403, nothing more
+    assert [o["orderLinkId"] for o in orders(sim)] == ["s-ban"]
+
+
+async def test_ip_ban_longer_than_the_ttl_ends_expired_without_more_requests(
+    sim: SimulatorServer, http: httpx.AsyncClient
+) -> None:
+    sim.state.set_faults(ip_ban=True)
+    short = signal("short", ttl_ms=300)
+    outcome = await make(sim, http, [GOOD], ban_s=600).submit(parse_signal(encode(short)))
+    assert (outcome.status, outcome.attempts) == ("expired", 1)
+    assert sum(sim.state.stats.snapshot()["requests"].values()) == 1
+    assert orders(sim) == []

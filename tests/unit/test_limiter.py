@@ -368,3 +368,52 @@ async def test_waiter_cancelled_after_grant_gives_its_token_back_exactly_once(
     assert waiter.cancelled()
     assert bucket.try_acquire() is True  # the token came back
     assert bucket.try_acquire() is False  # and only one
+
+
+# ---- holds (10006) and throttling ---------------------------------------------------------
+
+
+async def test_hold_grants_nothing_until_it_ends_then_one_token_at_once() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(10, 5, clock=clock)
+    assert bucket.try_acquire()
+    bucket.hold(2.0)
+    assert not bucket.try_acquire()
+    assert bucket.delay() == 2.0
+    clock.now = 1.999
+    assert not bucket.try_acquire()
+    clock.now = 2.0
+    assert bucket.try_acquire()  # the window reset: one send right away
+    assert not bucket.try_acquire()  # nothing accrued during the hold
+    clock.now = 2.1
+    assert bucket.try_acquire()
+
+
+async def test_waiter_queued_during_a_hold_is_granted_at_its_end() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(10, 1, clock=clock)
+    bucket.hold(1.5)
+    waiter = asyncio.ensure_future(bucket.acquire())
+    await asyncio.sleep(0)
+    clock.now = 1.4
+    fire_timer(bucket)
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    clock.now = 1.5
+    fire_timer(bucket)
+    await asyncio.sleep(0)
+    assert waiter.done()
+    assert waiter.result() == 1.5
+
+
+async def test_throttle_slows_the_rate_for_a_while_then_recovers() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(10, 1, clock=clock)
+    assert bucket.try_acquire()
+    bucket.throttle(0.5, 10.0)
+    assert bucket.rate == 5.0
+    assert bucket.delay() == 0.2
+    clock.now = 10.0
+    assert bucket.try_acquire()
+    assert bucket.rate == 10.0
+    assert bucket.delay() == 0.1
