@@ -82,9 +82,11 @@ class Pipeline:
                 task.cancel()
             raise reader.exception()  # type: ignore[misc]
         log.info("daemon.draining", in_flight=self._busy, queued=self.queue.qsize())
+        # The loops also watch this flag: a cancellation that lands just as a
+        # Redis read times out can surface as TimeoutError and be retried.
+        self._closing = True
         reader.cancel()
         keeper.cancel()
-        self._closing = True
         # Idle workers are parked on queue.get(); waking them with the closing
         # flag set makes them return without taking new work.
         for task in list(self._idle):
@@ -92,7 +94,10 @@ class Pipeline:
         _done, late = await asyncio.wait(workers, timeout=drain_timeout_s)
         for task in late:
             task.cancel()
-        await asyncio.gather(reader, keeper, *workers, return_exceptions=True)
+        # Bounded: a task that swallowed its cancellation must not hold the exit.
+        _finished, stuck = await asyncio.wait([reader, keeper, *workers], timeout=5.0)
+        if stuck:
+            log.error("daemon.stuck_tasks", tasks=sorted(t.get_name() for t in stuck))
         left = await self._release_queued()
         log.info("daemon.drained", abandoned=len(late), left_pending=left)
 
@@ -111,7 +116,7 @@ class Pipeline:
 
     async def intake_loop(self) -> None:
         failures = 0
-        while True:
+        while not self._closing:
             try:
                 if not self.redis_ok:
                     await self.intake.ensure_group()
@@ -141,14 +146,14 @@ class Pipeline:
         here, its dedup record deciding between reconcile and send.
         """
         interval = max(0.2, self._claim_idle_ms / 4000)
-        while True:
+        while not self._closing:
             await asyncio.sleep(interval)
             if not self.redis_ok:
                 continue
             try:
                 await self.intake.touch(sorted(self._in_hand))
                 free = self.queue.maxsize - self.queue.qsize()
-                if free <= 0:
+                if free <= 0 or self._closing:
                     continue
                 claimed = await self.intake.claim_stale(self._claim_idle_ms, min(free, 100))
                 for entry in claimed:

@@ -1,0 +1,112 @@
+"""Submitter decisions against a scripted exchange (httpx.MockTransport), no network."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from executor.bybit.client import ApiKey, BybitClient
+from executor.limiter import TokenBucket
+from executor.signals import parse_signal
+from executor.submitter import THROTTLE_FACTOR, Submitter, backoff_s
+from tests.unit_helpers import encode
+
+KEY = ApiKey("primary", "KEY", SecretStr("secret"))
+NOW_MS = 1_700_000_000_000.0
+
+
+def envelope(code: int, msg: str = "", result: dict[str, object] | None = None) -> bytes:
+    return json.dumps({"retCode": code, "retMsg": msg, "result": result or {}}).encode()
+
+
+class Script:
+    """Answers order-create requests from a list; records what was sent."""
+
+    def __init__(self, answers: list[httpx.Response]) -> None:
+        self._answers: Iterator[httpx.Response] = iter(answers)
+        self.bodies: list[bytes] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.bodies.append(request.content)
+        return next(self._answers)
+
+
+async def settle() -> None:
+    """Let the submitter run until it blocks (on the held bucket)."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+def signal_bytes() -> bytes:
+    return encode({"id": "u-1", "symbol": "BTCUSDT", "side": "Buy", "order_type": "Market",
+                   "qty": "0.001", "ts": int(NOW_MS), "ttl_ms": 60_000})  # fmt: skip
+
+
+def submitter(script: Script, bucket: TokenBucket, sleeps: list[float]) -> Submitter:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(script))
+    client = BybitClient(http, "http://bybit.test", wall_ms=lambda: NOW_MS)
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    return Submitter(client, [KEY], bucket, wall_ms=lambda: NOW_MS, sleep=sleep,
+                     rng=random.Random(1))  # fmt: skip
+
+
+async def test_http_429_backs_off_then_resends_the_same_body() -> None:
+    script = Script([
+        httpx.Response(429, content=b"Too Many Requests"),
+        httpx.Response(200, content=envelope(0, "OK", {"orderId": "o-1"})),
+    ])  # fmt: skip
+    sleeps: list[float] = []
+    bucket = TokenBucket(100, 10, clock=asyncio.get_running_loop().time)
+    outcome = await submitter(script, bucket, sleeps).submit(parse_signal(signal_bytes()))
+    assert (outcome.status, outcome.order_id, outcome.attempts) == ("accepted", "o-1", 2)
+    assert len(sleeps) == 1 and 0 <= sleeps[0] <= 0.05
+    assert script.bodies[0] == script.bodies[1]
+
+
+async def test_10006_without_reset_header_holds_every_sender_for_two_seconds() -> None:
+    clock = [0.0]
+    bucket = TokenBucket(10, 1, clock=lambda: clock[0])
+    script = Script([
+        httpx.Response(200, content=envelope(10006, "Too many visits!")),
+    ])  # fmt: skip
+    sub = submitter(script, bucket, [])
+    task = asyncio.ensure_future(sub.submit(parse_signal(signal_bytes())))
+    await settle()
+    assert len(script.bodies) == 1
+    assert bucket.delay() == 2.0  # now + 2 s, the documented fallback
+    assert bucket.rate == 10 * THROTTLE_FACTOR
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_10006_with_reset_header_holds_until_that_moment() -> None:
+    clock = [0.0]
+    bucket = TokenBucket(10, 1, clock=lambda: clock[0])
+    reset = {"X-Bapi-Limit": "10", "X-Bapi-Limit-Status": "0",
+             "X-Bapi-Limit-Reset-Timestamp": str(int(NOW_MS) + 350)}  # fmt: skip
+    script = Script([httpx.Response(200, content=envelope(10006), headers=reset)])
+    task = asyncio.ensure_future(submitter(script, bucket, []).submit(parse_signal(signal_bytes())))
+    await settle()
+    assert len(script.bodies) == 1
+    assert bucket.delay() == pytest.approx(0.35)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap() -> None:
+    rng = random.Random(7)
+    for attempt, ceiling in [(1, 0.05), (2, 0.1), (3, 0.2), (6, 1.6), (7, 2.0), (30, 2.0)]:
+        draws = [backoff_s(attempt, rng=rng) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in draws)
+        assert max(draws) > ceiling * 0.8  # jitter spans the range, not a fixed delay
