@@ -70,7 +70,10 @@ class Pipeline:
 
     async def run(self, stop: asyncio.Event, drain_timeout_s: float = 20.0) -> None:
         reader = asyncio.create_task(self.intake_loop(), name="intake")
-        keeper = asyncio.create_task(self.maintenance_loop(), name="maintenance")
+        keepers = [
+            asyncio.create_task(self.heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self.claim_loop(), name="claim"),
+        ]
         workers = [
             asyncio.create_task(self.worker(), name=f"worker-{i}") for i in range(self._workers)
         ]
@@ -82,11 +85,12 @@ class Pipeline:
                 task.cancel()
             raise reader.exception()  # type: ignore[misc]
         log.info("daemon.draining", in_flight=self._busy, queued=self.queue.qsize())
-        # The loops also watch this flag: a cancellation that lands just as a
-        # Redis read times out can surface as TimeoutError and be retried.
+        # The loops also watch this flag, so shutdown never depends on a
+        # cancellation reaching them through library code that may absorb it.
         self._closing = True
         reader.cancel()
-        keeper.cancel()
+        for task in keepers:
+            task.cancel()
         # Idle workers are parked on queue.get(); waking them with the closing
         # flag set makes them return without taking new work.
         for task in list(self._idle):
@@ -95,19 +99,22 @@ class Pipeline:
         for task in late:
             task.cancel()
         # Bounded: a task that swallowed its cancellation must not hold the exit.
-        _finished, stuck = await asyncio.wait([reader, keeper, *workers], timeout=5.0)
+        _finished, stuck = await asyncio.wait([reader, *keepers, *workers], timeout=5.0)
         if stuck:
             log.error("daemon.stuck_tasks", tasks=sorted(t.get_name() for t in stuck))
         left = await self._release_queued()
         log.info("daemon.drained", abandoned=len(late), left_pending=left)
 
     async def _release_queued(self) -> int:
-        """Queued jobs were never sent: drop their in-flight claims so the next
-        run sends them without a lookup. They stay pending in the stream."""
+        """Jobs still queued were not sent in this run: drop the in-flight claims
+        of those no earlier run may have sent, so the next run sends them without
+        a lookup. They all stay pending in the stream."""
         left = 0
         while not self.queue.empty():
             job = self.queue.get_nowait()
             left += 1
+            if job.maybe_sent:
+                continue
             try:
                 await self.dedup.release(job.signal.id, job.entry.id)
             except REDIS_ERRORS:
@@ -138,23 +145,26 @@ class Pipeline:
                 failures += 1
                 await self._redis_down(exc, failures)
 
-    async def maintenance_loop(self) -> None:
-        """Keep entries in hand from looking abandoned; adopt entries that are.
-
-        An entry idle for ``claim_idle_ms`` belongs to a consumer that died (or
-        to a signal this one could not resolve): it is claimed and finished
-        here, its dedup record deciding between reconcile and send.
-        """
-        interval = max(0.2, self._claim_idle_ms / 4000)
+    async def heartbeat_loop(self) -> None:
+        """Keep entries in hand from looking abandoned to other replicas."""
         while not self._closing:
-            await asyncio.sleep(interval)
-            if not self.redis_ok:
+            await asyncio.sleep(self._tick_s)
+            if self.redis_ok and self._in_hand:
+                try:
+                    await self.intake.touch(sorted(self._in_hand))
+                except REDIS_ERRORS as exc:
+                    log.warning("redis.unavailable", error=type(exc).__name__, during="heartbeat")
+
+    async def claim_loop(self) -> None:
+        """Adopt entries left idle for ``claim_idle_ms``: their consumer died, or
+        this one could not resolve them. The dedup record of each decides
+        between reconcile and send."""
+        while not self._closing:
+            await asyncio.sleep(self._tick_s)
+            free = self.queue.maxsize - self.queue.qsize()
+            if not self.redis_ok or free <= 0:
                 continue
             try:
-                await self.intake.touch(sorted(self._in_hand))
-                free = self.queue.maxsize - self.queue.qsize()
-                if free <= 0 or self._closing:
-                    continue
                 claimed = await self.intake.claim_stale(self._claim_idle_ms, min(free, 100))
                 for entry in claimed:
                     if entry.id not in self._in_hand:
@@ -166,6 +176,10 @@ class Pipeline:
                 if "NOGROUP" not in str(exc):
                     raise
                 self.redis_ok = False
+
+    @property
+    def _tick_s(self) -> float:
+        return max(0.2, self._claim_idle_ms / 4000)
 
     async def _redis_down(self, exc: Exception, failures: int) -> None:
         self.redis_ok = False
