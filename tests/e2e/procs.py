@@ -78,6 +78,19 @@ def simulator(tmp: Path, *flags: str) -> Iterator[tuple[Proc, str]]:
         proc.stop()
 
 
+def daemon_env(redis_url: str, sim_url: str, names: Any, **extra: str) -> dict[str, str]:
+    """The settings every e2e daemon needs: this test's Redis, simulator and streams."""
+    return {
+        "EXECUTOR_REDIS_URL": redis_url,
+        "EXECUTOR_BYBIT_BASE_URL": sim_url,
+        "EXECUTOR_STREAM": names.stream,
+        "EXECUTOR_RESULTS_STREAM": names.results,
+        "EXECUTOR_DEAD_LETTER_STREAM": names.dead,
+        "EXECUTOR_BLOCK_MS": "100",
+        **extra,
+    }
+
+
 def start_daemon(tmp: Path, env: Mapping[str, str], name: str = "daemon") -> Proc:
     base = {
         "EXECUTOR_PRIMARY_API_KEY": PRIMARY.api_key,

@@ -24,7 +24,7 @@ from redis.exceptions import ResponseError
 from executor.publish import publish
 from executor.redis_server import RedisProcess, free_port
 from tests.conftest import Names
-from tests.e2e.procs import Proc, sim_get, sim_orders, sim_post, simulator, start_daemon
+from tests.e2e.procs import Proc, daemon_env, sim_get, sim_orders, sim_post, simulator, start_daemon
 from tests.integration.helpers import eventually, read_stream, signal
 
 pytestmark = pytest.mark.e2e
@@ -44,19 +44,13 @@ def fleet() -> Iterator[list[Proc]]:
 def env_for(
     redis_url: str, sim_url: str, names: Names, consumer: str, **extra: str
 ) -> dict[str, str]:
-    return {
-        "EXECUTOR_REDIS_URL": redis_url,
-        "EXECUTOR_BYBIT_BASE_URL": sim_url,
-        "EXECUTOR_STREAM": names.stream,
-        "EXECUTOR_RESULTS_STREAM": names.results,
-        "EXECUTOR_DEAD_LETTER_STREAM": names.dead,
+    chaos = {
         "EXECUTOR_CONSUMER": consumer,
-        "EXECUTOR_BLOCK_MS": "100",
         "EXECUTOR_CLAIM_IDLE_MS": "2000",
         "EXECUTOR_RATE_LIMIT_PER_S": "400",
         "EXECUTOR_REQUEST_TIMEOUT_S": "3",
-        **extra,
     }
+    return daemon_env(redis_url, sim_url, names, **{**chaos, **extra})
 
 
 def signals_for(prefix: str, count: int) -> list[dict[str, object]]:

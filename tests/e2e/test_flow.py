@@ -14,22 +14,10 @@ from redis.asyncio import Redis
 
 from executor.publish import publish
 from tests.conftest import Names
-from tests.e2e.procs import daemon, sim_orders, simulator
+from tests.e2e.procs import daemon, daemon_env, sim_orders, simulator
 from tests.integration.helpers import eventually, read_stream, signal
 
 pytestmark = pytest.mark.e2e
-
-
-def daemon_env(redis_url: str, sim_url: str, names: Names, **extra: str) -> dict[str, str]:
-    return {
-        "EXECUTOR_REDIS_URL": redis_url,
-        "EXECUTOR_BYBIT_BASE_URL": sim_url,
-        "EXECUTOR_STREAM": names.stream,
-        "EXECUTOR_RESULTS_STREAM": names.results,
-        "EXECUTOR_DEAD_LETTER_STREAM": names.dead,
-        "EXECUTOR_BLOCK_MS": "100",
-        **extra,
-    }
 
 
 async def test_200_signals_become_exactly_200_orders_with_their_ids(

@@ -21,6 +21,7 @@ from executor.bybit.client import (
     parse_answer,
 )
 from executor.outcome import Failure, Reply, Verdict, classify, server_timestamp_ms
+from tests.unit_helpers import DOC_ORDER
 
 KEY_ID = "ABCDEFGHIJKLMNOPQR"
 SECRET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -29,16 +30,6 @@ BASE_URL = "https://sim.test"
 
 # Published vectors (BYBIT_V5.md), timestamp 1700000000000, recv_window 5000.
 DOC_TIMESTAMP_MS = 1700000000000
-DOC_ORDER = {
-    "category": "linear",
-    "symbol": "BTCUSDT",
-    "side": "Buy",
-    "orderType": "Limit",
-    "qty": "0.001",
-    "price": "30000",
-    "timeInForce": "GTC",
-    "orderLinkId": "sig-test-001",
-}
 DOC_POST_PAYLOAD = (
     b'{"category":"linear","symbol":"BTCUSDT","side":"Buy","orderType":"Limit",'
     b'"qty":"0.001","price":"30000","timeInForce":"GTC","orderLinkId":"sig-test-001"}'

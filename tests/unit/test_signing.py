@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from executor.bybit.signing import auth_headers, compact_json, sign, verify
+from tests.unit_helpers import DOC_ORDER
 
 KEY = "ABCDEFGHIJKLMNOPQR"
 SECRET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -29,17 +30,6 @@ POST_SPACED = (
 )
 POST_SPACED_SIGN = "6ea71a957505e995eb5810179873325704bcc771f739c9dfad0fa0fc008f6159"
 
-ORDER_BODY = {
-    "category": "linear",
-    "symbol": "BTCUSDT",
-    "side": "Buy",
-    "orderType": "Limit",
-    "qty": "0.001",
-    "price": "30000",
-    "timeInForce": "GTC",
-    "orderLinkId": "sig-test-001",
-}
-
 
 @pytest.mark.parametrize(
     ("payload", "expected"),
@@ -55,11 +45,11 @@ def test_sign_matches_published_known_answer(payload: str, expected: str) -> Non
 
 
 def test_compact_json_of_doc_dict_is_exactly_the_doc_payload() -> None:
-    assert compact_json(ORDER_BODY) == POST_COMPACT.encode()
+    assert compact_json(DOC_ORDER) == POST_COMPACT.encode()
 
 
 def test_signing_compact_json_of_doc_dict_gives_published_post_vector() -> None:
-    payload = compact_json(ORDER_BODY).decode()
+    payload = compact_json(DOC_ORDER).decode()
     assert sign(SECRET, TIMESTAMP_MS, KEY, RECV_WINDOW_MS, payload) == POST_COMPACT_SIGN
 
 
