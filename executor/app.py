@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -13,16 +15,20 @@ import structlog
 from redis.asyncio import Redis
 
 from executor import logs
+from executor.breaker import CircuitBreaker, State
 from executor.bybit.client import ApiKey, BybitClient
 from executor.dedup import Dedup
 from executor.health import Health, HealthServer
 from executor.intake import Intake
+from executor.keys import KeyPool
 from executor.limiter import TokenBucket
-from executor.pipeline import Job, Pipeline
-from executor.settings import ConfigError, Settings
+from executor.pipeline import REDIS_ERRORS, Job, Pipeline
+from executor.settings import ConfigError, Settings, load_settings
 from executor.submitter import Submitter
 
 log = structlog.get_logger("executor")
+
+HALT_POLL_S = 0.5  # the kill switch reaches every replica within a second
 
 
 def api_keys(settings: Settings) -> list[ApiKey]:
@@ -38,10 +44,11 @@ def api_keys(settings: Settings) -> list[ApiKey]:
 def secret_values(settings: Settings) -> list[str]:
     """Every configured secret, for the log redactor."""
     values = []
-    for name in ("primary_api_secret", "secondary_api_secret", "signal_secret"):
+    for name in ("primary_api_secret", "secondary_api_secret"):
         secret = getattr(settings, name)
         if secret is not None:
             values.append(secret.get_secret_value())
+    values.extend(settings.publisher_secrets().values())
     password = urlsplit(settings.redis_url.get_secret_value()).password
     if password:
         values.append(unquote(password))
@@ -52,6 +59,58 @@ def configure_logging(settings: Settings) -> None:
     logs.configure(settings.log_level, settings.log_format, secret_values(settings))
 
 
+def _log_key_event(event: str, key: ApiKey | None, reason: str) -> None:
+    level = log.info if event in ("failback", "rotated") else log.error
+    level(
+        f"key.{event}",
+        key=key.name if key else None,
+        fingerprint=key.fingerprint if key else None,
+        reason=reason,
+    )
+
+
+def _log_breaker(old: State, new: State, reason: str) -> None:
+    level = log.error if new is State.OPEN else log.warning
+    level("breaker.state", old=old.value, new=new.value, reason=reason)
+
+
+@dataclass
+class Halt:
+    """The kill switch as this replica last saw it."""
+
+    reason: str | None = None
+
+    def __call__(self) -> str | None:
+        return self.reason
+
+
+async def verify_accounts(client: BybitClient, pool: KeyPool) -> dict[str, str]:
+    """Ask the exchange which account each key belongs to; allow failover only
+    when all keys share one. Keys of different accounts are a configuration error."""
+    accounts: dict[str, str] = {}
+    for key in pool.keys:
+        answer = await client.get(key, "/v5/user/query-api", {})
+        if answer.ok:
+            accounts[key.name] = str(answer.result.get("userID", ""))
+        else:
+            reason = answer.ret_msg or answer.error
+            log.warning(
+                "key.unverified",
+                key=key.name,
+                fingerprint=key.fingerprint,
+                ret_code=answer.reply.ret_code,
+                reason=reason,
+            )
+    if len(set(accounts.values())) > 1:
+        found = ", ".join(f"{name} key on {uid}" for name, uid in accounts.items())
+        raise ConfigError(
+            f"EXECUTOR_SECONDARY_API_KEY: the keys belong to different Bybit accounts ({found}); "
+            "failover between them could place a second order"
+        )
+    pool.same_account = len(accounts) == len(pool.keys)
+    return accounts
+
+
 @dataclass
 class Daemon:
     """The running parts, built from settings."""
@@ -60,9 +119,13 @@ class Daemon:
     redis: Redis
     http: httpx.AsyncClient
     client: BybitClient
+    pool: KeyPool | None
+    breaker: CircuitBreaker
+    halt: Halt
     pipeline: Pipeline
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, reload: asyncio.Event | None = None) -> None:
         s = self.settings
         try:
             offset = await self.client.sync_time()
@@ -70,6 +133,9 @@ class Daemon:
         except (ConnectionError, httpx.HTTPError) as exc:
             # Not fatal: a 10002 answer carries the server time and resyncs.
             log.warning("clock.unsynced", error=str(exc))
+        if self.pool is not None:
+            accounts = await verify_accounts(self.client, self.pool)
+            log.info("keys.verified", accounts=accounts, failover=self.pool.same_account)
         log.info(
             "daemon.started",
             stream=s.stream,
@@ -81,24 +147,116 @@ class Daemon:
             rate_limit_per_s=str(s.rate_limit_per_s),
             dry_run=s.dry_run,
         )
-        health = Health(
-            {
-                "redis": lambda: (
-                    None if self.pipeline.redis_ok else "redis unreachable or group missing"
-                ),
-                "exchange": lambda: (
-                    f"IP ban for {self.client.ban_remaining():.0f}s more: {self.client.ban_reason}"
-                    if self.client.ban_remaining() > 0
-                    else None
-                ),
-            }
-        )
-        async with HealthServer(health, s.metrics_host, s.metrics_port):
-            await self.pipeline.run(stop, s.drain_timeout_s)
+        self._start(self._watch_halt, "halt-watch")
+        if self.pool is not None and len(self.pool.keys) > 1 and s.failback_probe_s > 0:
+            self._start(self._failback, "failback")
+        if self.pool is not None and s.key_check_interval_s > 0:
+            self._start(self._recheck_accounts, "key-check")
+        if reload is not None:
+            self._start(lambda: self._reload_on(reload), "reload")
+        try:
+            async with HealthServer(self._health(), s.metrics_host, s.metrics_port):
+                await self.pipeline.run(stop, s.drain_timeout_s)
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def _start(self, loop: Callable[[], Awaitable[None]], name: str) -> None:
+        self.tasks.append(asyncio.create_task(loop(), name=name))  # type: ignore[arg-type]
+
+    def _health(self) -> Health:
+        def redis() -> str | None:
+            return None if self.pipeline.redis_ok else "redis unreachable or group missing"
+
+        def exchange() -> str | None:
+            if self.client.ban_remaining() > 0:
+                left = self.client.ban_remaining()
+                return f"IP ban for {left:.0f}s more: {self.client.ban_reason}"
+            if self.breaker.state is State.OPEN:
+                return "circuit breaker open"
+            return None
+
+        def keys() -> str | None:
+            if self.pool is None or self.settings.dry_run:
+                return None
+            usable = [k for k in self.pool.keys if k.name not in self.pool.failed()]
+            return None if usable else "no usable API key"
+
+        return Health({"redis": redis, "exchange": exchange, "keys": keys})
+
+    async def _watch_halt(self) -> None:
+        key = self.settings.halt_key
+        while True:
+            try:
+                value = await self.redis.get(key)
+                reason = value.decode(errors="replace") if isinstance(value, bytes) else value
+            except REDIS_ERRORS:
+                reason = self.halt.reason  # unknown: keep what we last saw
+            if reason != self.halt.reason:
+                if reason is None:
+                    log.warning("halt.cleared")
+                else:
+                    log.error("halt.set", reason=reason)
+                self.halt.reason = reason
+            await asyncio.sleep(HALT_POLL_S)
+
+    async def _failback(self) -> None:
+        """While on the secondary, probe the primary and go back once it works."""
+        assert self.pool is not None
+        while True:
+            await asyncio.sleep(self.settings.failback_probe_s)
+            primary = self.pool.primary
+            if self.pool.active is primary or primary.name not in self.pool.failed():
+                continue
+            answer = await self.client.get(primary, "/v5/user/query-api", {})
+            if answer.ok and not int(answer.result.get("readOnly", 0)):
+                self.pool.recovered(primary.name)
+            else:
+                log.info(
+                    "key.probe_failed",
+                    key=primary.name,
+                    ret_code=answer.reply.ret_code,
+                    reason=answer.ret_msg or answer.error,
+                )
+
+    async def _recheck_accounts(self) -> None:
+        assert self.pool is not None
+        while True:
+            await asyncio.sleep(self.settings.key_check_interval_s)
+            try:
+                await verify_accounts(self.client, self.pool)
+            except ConfigError as exc:
+                self.pool.same_account = False
+                log.error("keys.different_accounts", reason=str(exc))
+
+    async def _reload_on(self, reload: asyncio.Event) -> None:
+        """SIGHUP: read the key files again and swap credentials; in-flight orders
+        keep the key they started with, the next ones use the new one."""
+        while True:
+            await reload.wait()
+            reload.clear()
+            try:
+                fresh = load_settings()
+            except ConfigError as exc:
+                log.error("keys.reload_failed", reason=str(exc))
+                continue
+            keys = api_keys(fresh)
+            if self.pool is None or not keys:
+                log.error("keys.reload_failed", reason="no API key in the reloaded settings")
+                continue
+            logs.configure(fresh.log_level, fresh.log_format, secret_values(fresh))
+            self.pool.replace(keys)
+            try:
+                await verify_accounts(self.client, self.pool)
+            except ConfigError as exc:
+                self.pool.same_account = False
+                log.error("keys.different_accounts", reason=str(exc))
+            log.info("keys.reloaded", keys=[f"{k.name}:{k.fingerprint}" for k in keys])
 
 
 @contextlib.asynccontextmanager
-async def build(settings: Settings) -> AsyncIterator[Daemon]:
+async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[Daemon]:
     keys = api_keys(settings)
     if not keys and not settings.dry_run:
         raise ConfigError(
@@ -119,19 +277,33 @@ async def build(settings: Settings) -> AsyncIterator[Daemon]:
         headers={"User-Agent": "executor"},
     )
     try:
+        breaker = CircuitBreaker(
+            clock=time.monotonic,
+            failures=settings.breaker_failures,
+            ratio=settings.breaker_failure_ratio,
+            window_s=settings.breaker_window_s,
+            min_calls=settings.breaker_min_calls,
+            cooldown_s=settings.breaker_cooldown_s,
+            on_change=_log_breaker,
+        )
         client = BybitClient(
             http,
             settings.base_url,
             recv_window_ms=settings.recv_window_ms,
             ban_s=settings.ip_ban_s,
+            breaker=breaker,
         )
+        pool = KeyPool(keys, _log_key_event) if keys else None
+        halt = Halt()
         limiter = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst, clock=loop.time)
         submitter = Submitter(
             client,
-            keys,
+            pool if pool is not None else [],
             limiter,
             max_attempts=settings.max_attempts,
             dry_run=settings.dry_run,
+            halted=halt,
+            **submitter_options,
         )
         intake = Intake(
             redis,
@@ -149,21 +321,33 @@ async def build(settings: Settings) -> AsyncIterator[Daemon]:
             dedup,
             submitter,
             queue,
-            signal_secret=(
-                settings.signal_secret.get_secret_value() if settings.signal_secret else None
-            ),
+            signal_secrets=settings.publisher_secrets(),
             workers=settings.workers,
             read_count=settings.read_count,
             block_ms=settings.block_ms,
             claim_idle_ms=settings.claim_idle_ms,
         )
-        yield Daemon(settings, redis, http, client, pipeline)
+        yield Daemon(settings, redis, http, client, pool, breaker, halt, pipeline)
     finally:
         await http.aclose()
         await redis.aclose()
 
 
-async def run_daemon(settings: Settings, stop: asyncio.Event) -> None:
+async def run_daemon(
+    settings: Settings, stop: asyncio.Event, reload: asyncio.Event | None = None
+) -> None:
     async with build(settings) as daemon:
-        await daemon.run(stop)
+        await daemon.run(stop, reload)
     log.info("daemon.stopped")
+
+
+async def set_halt(settings: Settings, reason: str | None) -> None:
+    """`executor halt` / `executor resume`: the kill switch shared by every replica."""
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    try:
+        if reason is None:
+            await redis.delete(settings.halt_key)
+        else:
+            await redis.set(settings.halt_key, reason)
+    finally:
+        await redis.aclose()

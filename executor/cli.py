@@ -20,13 +20,16 @@ def _run(_args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging(settings)
-    return asyncio.run(_serve(lambda stop: run_daemon(settings, stop)))
+    return asyncio.run(_serve(lambda stop, reload: run_daemon(settings, stop, reload)))
 
 
 async def _serve(main: Any) -> int:
-    """Run ``main(stop)``; the first SIGTERM/SIGINT asks it to drain, a second forces exit."""
+    """Run ``main(stop, reload)``. The first SIGTERM/SIGINT asks it to drain, a
+    second forces exit; SIGHUP asks it to reload its key files."""
     stop = asyncio.Event()
+    reload = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
@@ -36,7 +39,26 @@ async def _serve(main: Any) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    await main(stop)
+    await main(stop, reload)
+    return 0
+
+
+def _halt(args: argparse.Namespace) -> int:
+    from executor.app import set_halt
+
+    settings = load_settings()
+    reason = " ".join(args.reason) or "halted by operator"
+    asyncio.run(set_halt(settings, reason))
+    print(f"halted: every replica stops submitting within a second ({settings.halt_key})")
+    return 0
+
+
+def _resume(_args: argparse.Namespace) -> int:
+    from executor.app import set_halt
+
+    settings = load_settings()
+    asyncio.run(set_halt(settings, None))
+    print(f"resumed ({settings.halt_key} cleared)")
     return 0
 
 
@@ -81,18 +103,33 @@ def _publish(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 print(f"executor publish: line {number}: not JSON: {exc}", file=sys.stderr)
                 return 2
-    secret = settings.signal_secret.get_secret_value() if settings.signal_secret else None
+    try:
+        kid, secret = _signing_key(settings.publisher_secrets(), settings.signal_kid)
+    except KeyError:
+        print(f"executor publish: EXECUTOR_SIGNAL_KID {settings.signal_kid!r} is not "
+              "in EXECUTOR_SIGNAL_SECRETS", file=sys.stderr)  # fmt: skip
+        return 2
 
     async def go() -> list[str]:
         redis = Redis.from_url(settings.redis_url.get_secret_value())
         try:
-            return await publish(redis, settings.stream, signals, secret=secret)
+            return await publish(redis, settings.stream, signals, secret=secret, kid=kid)
         finally:
             await redis.aclose()
 
     for entry_id in asyncio.run(go()):
         print(entry_id)
     return 0
+
+
+def _signing_key(secrets: dict[str, str], kid: str | None) -> tuple[str | None, str | None]:
+    """(key id, secret) a publisher signs with: the chosen id, else SIGNAL_SECRET
+    (no id), else the first listed id; (None, None) when signing is off."""
+    if kid is not None:
+        return kid, secrets[kid]
+    if "" in secrets:
+        return None, secrets[""]
+    return next(iter(secrets.items()), (None, None))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -105,6 +142,11 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the daemon (configured by EXECUTOR_* variables)").set_defaults(
         func=_run
     )
+
+    halt = sub.add_parser("halt", help="kill switch: stop all submission on every replica")
+    halt.add_argument("reason", nargs="*", help="why (shown in logs and results)")
+    halt.set_defaults(func=_halt)
+    sub.add_parser("resume", help="clear the kill switch").set_defaults(func=_resume)
 
     demo = sub.add_parser("demo", help="the whole flow on embedded Redis and the simulator")
     demo.add_argument("--verbose", action="store_true", help="show the daemon's log lines")

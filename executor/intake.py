@@ -20,6 +20,7 @@ from redis.exceptions import ResponseError
 
 SIGNAL_FIELD = b"signal"
 SIG_FIELD = b"sig"
+KID_FIELD = b"kid"
 
 # KEYS: stream, results, dedup key ("" for none). ARGV: group, entry id, maxlen,
 # dedup value, dedup ttl, then the result's field/value pairs.

@@ -27,6 +27,7 @@ class Failure(StrEnum):
     """Transport failures, split by whether any byte of the request left."""
 
     NOT_SENT = "not_sent"  # DNS, connect refused, pool timeout
+    HELD = "held"  # never attempted: a local gate (breaker, IP ban) held it back
     NO_ANSWER = "no_answer"  # read timeout, reset or disconnect after sending
 
 
@@ -47,7 +48,7 @@ TIMESTAMP_CODE = 10002
 
 
 def classify(reply: Reply) -> Verdict:
-    if reply.failure is Failure.NOT_SENT:
+    if reply.failure in (Failure.NOT_SENT, Failure.HELD):
         return Verdict.RETRY
     if reply.failure is Failure.NO_ANSWER:
         return Verdict.UNKNOWN

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +20,8 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from executor.dedup import Claim, Dedup
-from executor.intake import SIG_FIELD, SIGNAL_FIELD, Entry, Intake
-from executor.signals import InvalidSignal, Signal, check_signature, order_link_id, parse_signal
+from executor.intake import KID_FIELD, SIG_FIELD, SIGNAL_FIELD, Entry, Intake
+from executor.signals import InvalidSignal, Signal, authenticate, order_link_id, parse_signal
 from executor.submitter import Outcome, Submitter, Unresolved
 
 log = structlog.get_logger("executor")
@@ -44,7 +44,7 @@ class Pipeline:
         submitter: Submitter,
         queue: asyncio.Queue[Job],
         *,
-        signal_secret: str | None = None,
+        signal_secrets: Mapping[str, str] | None = None,
         workers: int = 16,
         read_count: int = 100,
         block_ms: int = 1000,
@@ -55,7 +55,7 @@ class Pipeline:
         self.dedup = dedup
         self.submitter = submitter
         self.queue = queue
-        self._secret = signal_secret
+        self._secrets = dict(signal_secrets or {})
         self._workers = workers
         self._read_count = read_count
         self._block_ms = block_ms
@@ -209,9 +209,14 @@ class Pipeline:
         try:
             if raw is None:
                 raise InvalidSignal("missing field 'signal'")
-            if self._secret is not None:
-                check_signature(self._secret, raw, entry.fields.get(SIG_FIELD))
+            if self._secrets:
+                authenticate(
+                    self._secrets, raw, entry.fields.get(SIG_FIELD), entry.fields.get(KID_FIELD)
+                )
             signal = parse_signal(raw, default_ts_ms=entry.stream_ms)
+            if self._secrets and self._wall_ms() >= signal.deadline_ms:
+                # A correctly signed signal past its TTL may be a recording replayed.
+                raise InvalidSignal("signal past its ts + ttl_ms: refused", kind="replay")
         except InvalidSignal as exc:
             await self._reject(entry, raw, exc)
             return False

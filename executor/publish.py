@@ -26,10 +26,12 @@ def stamp(signal: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def entry_fields(raw: bytes, secret: str | None) -> dict[bytes, bytes]:
+def entry_fields(raw: bytes, secret: str | None, kid: str | None = None) -> dict[bytes, bytes]:
     fields = {b"signal": raw}
     if secret:
         fields[b"sig"] = sign_signal(secret, raw).encode()
+        if kid:
+            fields[b"kid"] = kid.encode()
     return fields
 
 
@@ -39,11 +41,12 @@ async def publish(
     signals: Iterable[Mapping[str, Any] | bytes],
     *,
     secret: str | None = None,
+    kid: str | None = None,
 ) -> list[str]:
     """XADD each signal (a mapping, or raw bytes sent as they are); return entry ids."""
     async with redis.pipeline(transaction=False) as pipe:
         for signal in signals:
             raw = signal if isinstance(signal, bytes) else encode_signal(stamp(signal))
-            pipe.xadd(stream, entry_fields(raw, secret))  # type: ignore[arg-type]
+            pipe.xadd(stream, entry_fields(raw, secret, kid))  # type: ignore[arg-type]
         ids = await pipe.execute()
     return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -70,6 +71,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(10.0, gt=0, le=120)
 
     signal_secret: SecretStr | None = None
+    # "kid=secret,kid2=secret2": several publisher secrets, for rotation without downtime.
+    signal_secrets: SecretStr | None = None
+    signal_kid: str | None = Field(None, min_length=1, max_length=64)
     queue_size: int = Field(1000, ge=1, le=1_000_000)
     workers: int = Field(16, ge=1, le=1024)
     read_count: int = Field(100, ge=1, le=10_000)
@@ -82,6 +86,15 @@ class Settings(BaseSettings):
 
     rate_limit_per_s: Decimal = Field(Decimal(10), gt=0, le=100_000)
     rate_limit_burst: int = Field(1, ge=1, le=100_000)
+
+    breaker_failures: int = Field(5, ge=1, le=1000)
+    breaker_failure_ratio: float = Field(0.5, gt=0, le=1)
+    breaker_window_s: float = Field(30.0, gt=0, le=3600)
+    breaker_min_calls: int = Field(10, ge=1, le=100_000)
+    breaker_cooldown_s: float = Field(30.0, gt=0, le=3600)
+    failback_probe_s: float = Field(60.0, ge=0, le=86_400)
+    key_check_interval_s: float = Field(3600.0, ge=0, le=86_400 * 7)
+    halt_key: str = Field("executor:halt", min_length=1)
 
     metrics_port: int = Field(9464, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
@@ -115,6 +128,13 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
+    @field_validator("signal_secrets")
+    @classmethod
+    def _check_signal_secrets(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_signal_secrets(value.get_secret_value())
+        return value
+
     @model_validator(mode="after")
     def _keys_in_pairs(self) -> Settings:
         for role in ("primary", "secondary"):
@@ -129,9 +149,48 @@ class Settings(BaseSettings):
     def base_url(self) -> str:
         return self.bybit_base_url or BYBIT_HOSTS[self.bybit_env]
 
+    def publisher_secrets(self) -> dict[str, str]:
+        """Key id -> secret for verifying publishers; "" is the id of SIGNAL_SECRET."""
+        secrets = {}
+        if self.signal_secret is not None:
+            secrets[""] = self.signal_secret.get_secret_value()
+        if self.signal_secrets is not None:
+            secrets.update(parse_signal_secrets(self.signal_secrets.get_secret_value()))
+        return secrets
+
+
+def parse_signal_secrets(text: str) -> dict[str, str]:
+    """``kid=secret,kid2=secret2``; the error never repeats a secret."""
+    secrets = {}
+    for number, item in enumerate(text.split(","), 1):
+        kid, sep, secret = item.strip().partition("=")
+        if not sep or not kid.strip() or not secret.strip():
+            raise ValueError(f"item {number} is not kid=secret")
+        secrets[kid.strip()] = secret.strip()
+    return secrets
+
+
+def file_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    """``EXECUTOR_<NAME>_FILE=/path`` sets <name> from the file's content (Docker and
+    Kubernetes secrets). A file that cannot be read stops start-up, naming the variable."""
+    values = {}
+    for variable, path in environ.items():
+        upper = variable.upper()
+        if not (upper.startswith(ENV_PREFIX) and upper.endswith("_FILE")):
+            continue
+        name = upper[len(ENV_PREFIX) : -len("_FILE")].lower()
+        if name not in Settings.model_fields:
+            continue
+        try:
+            values[name] = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{upper}: cannot read {path}: {exc.strerror}") from None
+    return values
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings or raise ConfigError with one line naming the variable."""
+    overrides = {**file_overrides(os.environ), **overrides}
     secrets_dir = SECRETS_DIR if SECRETS_DIR.is_dir() else None
     try:
         return Settings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]
@@ -146,7 +205,7 @@ def describe(exc: ValidationError) -> str:
         field = str(error["loc"][0]) if error["loc"] else ""
         name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
         message = str(error["msg"]).removeprefix("Value error, ")
-        secret = "secret" in field or field in {"redis_url", "signal_secret"}
+        secret = "secret" in field or field == "redis_url"
         if field and not secret and "input" in error:
             message = f"{message} (got {error['input']!r})"
         lines.append(f"{name}: {message}" if field else message)

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -214,6 +215,29 @@ def check_signature(secret: str, raw: bytes, signature: bytes | str | None) -> N
     # Bytes compare: a non-ASCII signature is simply wrong, never an exception.
     if not hmac.compare_digest(expected, given.strip().lower()):
         raise InvalidSignal("bad signature", kind="unauthenticated")
+
+
+def authenticate(
+    secrets: Mapping[str, str], raw: bytes, signature: bytes | None, kid: bytes | None
+) -> None:
+    """Check a publisher's signature. With a key id, only that key's secret may
+    sign; without one, any configured secret may (so two can overlap during a
+    rotation)."""
+    if signature is None:
+        raise InvalidSignal("unsigned signal", kind="unauthenticated")
+    if kid:
+        secret = secrets.get(kid.decode(errors="replace"))
+        if secret is None:
+            raise InvalidSignal("unknown signing key id", kind="unauthenticated")
+        check_signature(secret, raw, signature)
+        return
+    for secret in secrets.values():
+        try:
+            check_signature(secret, raw, signature)
+        except InvalidSignal:
+            continue
+        return
+    raise InvalidSignal("bad signature", kind="unauthenticated")
 
 
 def _refuse_constant(name: str) -> Any:

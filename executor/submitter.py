@@ -1,9 +1,11 @@
-"""One signal through the limiter, the keys, the client and its retries.
+"""One signal through the checks, the limiter, the keys, the client and its retries.
 
 Every exchange answer goes through ``classify``; what happens next is read
 from the verdict alone. A resend always carries the same orderLinkId, and an
 answer whose outcome is unknown is reconciled by looking the order up before
-anything is sent again.
+anything is sent again. Local gates (kill switch, risk, instrument rules) run
+before a rate-limit token is spent; the IP ban and the circuit breaker hold
+requests back without counting them as attempts.
 """
 
 from __future__ import annotations
@@ -16,8 +18,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from executor.bybit.client import Answer, ApiKey, BybitClient
+from executor.keys import KeyPool
 from executor.limiter import TokenBucket
-from executor.outcome import RATE_LIMIT_CODE, TIMESTAMP_CODE, Verdict, classify, server_timestamp_ms
+from executor.outcome import (
+    RATE_LIMIT_CODE,
+    TIMESTAMP_CODE,
+    Failure,
+    Verdict,
+    classify,
+    server_timestamp_ms,
+)
 from executor.signals import Signal
 
 RATE_LIMIT_FALLBACK_MS = 2000
@@ -25,6 +35,13 @@ LOOKUP_ATTEMPTS = 5
 # After a 10006 the whole account slows down for a while, not just this order.
 THROTTLE_FACTOR = 0.8
 THROTTLE_S = 10.0
+
+# The order body to send, or the reason it must not be sent (risk, instrument rules).
+Prepare = Callable[[Signal], Awaitable[dict[str, Any] | str]]
+
+
+async def plain_body(signal: Signal) -> dict[str, Any] | str:
+    return signal.order_body()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,35 +69,47 @@ class Submitter:
     def __init__(
         self,
         client: BybitClient,
-        keys: Sequence[ApiKey],
+        keys: KeyPool | Sequence[ApiKey],
         limiter: TokenBucket,
         *,
         max_attempts: int = 5,
         dry_run: bool = False,
+        halted: Callable[[], str | None] = lambda: None,
+        prepare: Prepare = plain_body,
         wall_ms: Callable[[], float] = lambda: time.time() * 1000,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        if not keys and not dry_run:
+        if isinstance(keys, KeyPool):
+            self._pool: KeyPool | None = keys
+        elif keys:
+            self._pool = KeyPool(keys)
+            self._pool.same_account = True  # a plain list is trusted as one account
+        elif dry_run:
+            self._pool = None
+        else:
             raise ValueError("at least one API key is needed to submit orders")
         self._client = client
-        self._keys = list(keys)
         self._limiter = limiter
         self._max_attempts = max_attempts
         self._dry_run = dry_run
+        self._halted = halted
+        self._prepare = prepare
         self._wall_ms = wall_ms
         self._sleep = sleep
         self._rng = rng or random.Random()
 
     async def submit(self, signal: Signal, *, maybe_sent: bool = False) -> Outcome:
         """Place the signal's order once; ``maybe_sent`` when an earlier run may have."""
-        key_index = 0
-        key = self._keys[0] if self._keys else None
+        key = self._pool.active if self._pool else None
         base = Outcome(status="", key=key.name if key else "")
         if maybe_sent and key is not None:
             found = await self._lookup(key, signal)
             if found is not None:
                 return replace(base, status="accepted", order_id=found)
+        prepared = await self._prepare(signal)
+        if isinstance(prepared, str):
+            return replace(base, status="rejected", ret_msg=f"refused locally: {prepared}")
         attempts = 0
         last: Answer | None = None
         while True:
@@ -88,48 +117,44 @@ class Submitter:
                 return _with_answer(replace(base, status="expired", attempts=attempts), last)
             if attempts >= self._max_attempts:
                 return _with_answer(replace(base, status="failed", attempts=attempts), last)
-            banned = self._client.ban_remaining()
-            if banned > 0:
-                # Nothing goes out during an IP ban; the signal waits while its TTL allows.
-                await self._sleep(min(banned, self._left_s(signal)))
+            halt = self._halted()
+            if halt is not None or self._dry_run or key is None:
+                reason = "dry run: not sent" if halt is None else f"halted: {halt}"
+                return _with_answer(replace(base, status="halted", attempts=attempts,
+                                            ret_msg=reason), None)  # fmt: skip
+            paused = self._client.pause_s()
+            if paused > 0:
+                # IP ban or open breaker: the signal waits while its TTL allows.
+                await self._sleep(min(paused, self._left_s(signal)))
                 continue
             await self._limiter.acquire()
             if self._expired(signal):
                 return _with_answer(replace(base, status="expired", attempts=attempts), last)
-            if self._dry_run or key is None:
-                return replace(base, status="halted", ret_msg="dry run: not sent")
-            answer = await self._client.create_order(key, signal.order_body())
+            key = self._pool.active if self._pool else key
+            answer = await self._client.create_order(key, prepared)
+            if answer.reply.failure is Failure.HELD:
+                continue  # nothing went out; the pause above decides how long to wait
             attempts += 1
             last = answer
             base = replace(base, key=key.name)
             verdict = classify(answer.reply)
             if verdict is Verdict.ACCEPTED:
                 order_id = str(answer.result.get("orderId", ""))
-                return replace(
-                    base,
-                    status="accepted",
-                    order_id=order_id,
-                    attempts=attempts,
-                    ret_code=0,
-                    ret_msg=answer.ret_msg,
-                )
+                return replace(base, status="accepted", order_id=order_id, attempts=attempts,
+                               ret_code=0, ret_msg=answer.ret_msg)  # fmt: skip
             if verdict is Verdict.ALREADY_PLACED:
                 found = await self._lookup(key, signal)
-                return replace(
-                    base,
-                    status="accepted",
-                    order_id=found or "",
-                    attempts=attempts,
-                    ret_code=answer.reply.ret_code,
-                    ret_msg=answer.ret_msg,
-                )
+                return replace(base, status="accepted", order_id=found or "", attempts=attempts,
+                               ret_code=answer.reply.ret_code, ret_msg=answer.ret_msg)  # fmt: skip
             if verdict is Verdict.REJECTED:
                 return _with_answer(replace(base, status="rejected", attempts=attempts), answer)
             if verdict is Verdict.KEY_FAILURE:
-                if key_index + 1 >= len(self._keys):
-                    return _with_answer(replace(base, status="rejected", attempts=attempts), answer)
-                key_index += 1
-                key = self._keys[key_index]
+                reason = f"{answer.reply.ret_code or answer.reply.status} {answer.ret_msg}"
+                spare = self._pool.fail(key, reason.strip()) if self._pool else None
+                if spare is None:
+                    return _with_answer(replace(base, status="rejected", attempts=attempts),
+                                        answer)  # fmt: skip
+                key = spare  # same orderLinkId, other key of the same account
                 continue
             if verdict is Verdict.UNKNOWN:
                 found = await self._lookup(key, signal)
@@ -138,7 +163,7 @@ class Submitter:
                 await self._sleep(backoff_s(attempts, rng=self._rng))
                 continue
             if verdict is Verdict.IP_BAN:
-                continue  # the client now refuses to send until the ban ends
+                continue  # the client now holds every request until the ban ends
             await self._recover(answer, attempts)
 
     def _expired(self, signal: Signal) -> bool:
@@ -168,11 +193,15 @@ class Submitter:
 
     async def _lookup(self, key: ApiKey, signal: Signal) -> str | None:
         """The orderId if the order exists, None if the exchange says it does not."""
-        for attempt in range(1, LOOKUP_ATTEMPTS + 1):
-            banned = self._client.ban_remaining()
-            if banned > 0:
-                await self._sleep(banned)  # a lookup is not bound by the TTL
+        attempt = 0
+        while attempt < LOOKUP_ATTEMPTS:
+            paused = self._client.pause_s()
+            if paused > 0:
+                await self._sleep(paused)  # a lookup is not bound by the TTL
             answer = await self._client.get_order(key, signal.category.value, signal.order_link_id)
+            if answer.reply.failure is Failure.HELD:
+                continue
+            attempt += 1
             if answer.ok:
                 orders = answer.result.get("list") or []
                 for order in orders:

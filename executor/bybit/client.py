@@ -19,6 +19,7 @@ import httpx
 import structlog
 from pydantic import SecretStr
 
+from executor.breaker import CircuitBreaker, health
 from executor.bybit.signing import auth_headers, compact_json
 from executor.outcome import IP_BAN_CODES, Failure, Reply
 
@@ -79,6 +80,7 @@ class BybitClient:
         wall_ms: Callable[[], float] = lambda: time.time() * 1000,
         clock: Callable[[], float] = time.monotonic,
         ban_s: float = 600.0,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
@@ -86,6 +88,7 @@ class BybitClient:
         self._wall_ms = wall_ms
         self._clock = clock
         self._ban_s = ban_s
+        self.breaker = breaker
         self.offset_ms = 0.0
         self.banned_until = float("-inf")
         self.ban_reason = ""
@@ -93,6 +96,11 @@ class BybitClient:
     def ban_remaining(self) -> float:
         """Seconds left of an IP ban during which nothing is sent (0 when none)."""
         return max(0.0, self.banned_until - self._clock())
+
+    def pause_s(self) -> float:
+        """How long before a request could go out: IP ban, then the breaker."""
+        breaker_wait = self.breaker.retry_after() if self.breaker is not None else 0.0
+        return max(self.ban_remaining(), breaker_wait)
 
     def _note_ban(self, answer: Answer) -> None:
         self.banned_until = self._clock() + self._ban_s
@@ -151,9 +159,9 @@ class BybitClient:
     ) -> Answer:
         if self.ban_remaining() > 0:
             # Banned: not one request until the window passes, or the ban gets longer.
-            return Answer(
-                Reply(failure=Failure.NOT_SENT), error=f"IP ban in force: {self.ban_reason}"
-            )
+            return Answer(Reply(failure=Failure.HELD), error=f"IP ban in force: {self.ban_reason}")
+        if key is not None and self.breaker is not None and not self.breaker.allow():
+            return Answer(Reply(failure=Failure.HELD), error="circuit breaker open")
         url = f"{self._base}{path}"
         headers = {"Content-Type": "application/json"} if method == "POST" else {}
         if method == "GET" and payload:
@@ -171,10 +179,13 @@ class BybitClient:
         try:
             response = await self._http.request(method, url, content=content, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            return Answer(Reply(failure=Failure.NOT_SENT), error=_describe(exc))
+            answer = Answer(Reply(failure=Failure.NOT_SENT), error=_describe(exc))
         except httpx.HTTPError as exc:
-            return Answer(Reply(failure=Failure.NO_ANSWER), error=_describe(exc))
-        answer = parse_answer(response.status_code, response.content, response.headers)
+            answer = Answer(Reply(failure=Failure.NO_ANSWER), error=_describe(exc))
+        else:
+            answer = parse_answer(response.status_code, response.content, response.headers)
+        if key is not None and self.breaker is not None:
+            self.breaker.record_health(health(answer.reply))
         if answer.reply.status == 403 or answer.reply.ret_code in IP_BAN_CODES:
             self._note_ban(answer)
         return answer

@@ -75,7 +75,7 @@ def make_pipeline(
     queue_size: int = 100,
     workers: int = 4,
     read_count: int = 100,
-    signal_secret: str | None = None,
+    signal_secrets: dict[str, str] | None = None,
 ) -> Pipeline:
     intake = Intake(redis, stream, group, consumer, results, dead)
     dedup = Dedup(redis, prefix=f"executor:{stream}", ttl_s=3600)
@@ -85,7 +85,7 @@ def make_pipeline(
         dedup,
         submitter or GatedSubmitter(),
         queue,
-        signal_secret=signal_secret,
+        signal_secrets=signal_secrets,
         workers=workers,
         read_count=read_count,
         block_ms=50,

@@ -121,7 +121,7 @@ async def test_unsigned_and_badly_signed_signals_are_refused_when_a_secret_is_se
     redis: Redis, names: Names
 ) -> None:
     pipeline = make_pipeline(
-        redis, names.stream, names.results, names.dead, signal_secret="publisher-secret"
+        redis, names.stream, names.results, names.dead, signal_secrets={"": "publisher-secret"}
     )
     await pipeline.intake.ensure_group()
     await publish(redis, names.stream, [signal(1)])  # unsigned

@@ -135,7 +135,11 @@ def test_verdict_and_failure_values_are_stable_strings() -> None:
         "rejected",
         "ip_ban",
     ]
-    assert [f.value for f in Failure] == ["not_sent", "no_answer"]
+    assert [f.value for f in Failure] == ["not_sent", "held", "no_answer"]
+
+
+def test_a_request_held_back_by_a_local_gate_is_safe_to_send_later() -> None:
+    assert classify(Reply(failure=Failure.HELD)) is Verdict.RETRY
 
 
 def test_server_timestamp_parsed_from_realistic_10002_message() -> None:
