@@ -43,6 +43,21 @@ async def _serve(main: Any) -> int:
     return 0
 
 
+def _keys(_args: argparse.Namespace) -> int:
+    from executor.app import api_keys
+    from executor.keycheck import run_keys_command
+
+    settings = load_settings()
+    return asyncio.run(
+        run_keys_command(
+            settings.base_url,
+            api_keys(settings),
+            recv_window_ms=settings.recv_window_ms,
+            timeout_s=settings.request_timeout_s,
+        )
+    )
+
+
 def _halt(args: argparse.Namespace) -> int:
     from executor.app import set_halt
 
@@ -143,6 +158,9 @@ def parser() -> argparse.ArgumentParser:
         func=_run
     )
 
+    sub.add_parser(
+        "keys", help="check the configured API keys: permissions, IPs, expiry, one account"
+    ).set_defaults(func=_keys)
     halt = sub.add_parser("halt", help="kill switch: stop all submission on every replica")
     halt.add_argument("reason", nargs="*", help="why (shown in logs and results)")
     halt.set_defaults(func=_halt)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
+from pydantic import SecretStr
 
+from executor.bybit.client import ApiKey, BybitClient
 from executor.keycheck import (
     DAY_MS,
     DIFFERENT_ACCOUNTS,
@@ -14,6 +17,7 @@ from executor.keycheck import (
     build_report,
     check_pair,
     exit_code,
+    inspect_keys,
     refused_report,
     render,
 )
@@ -210,3 +214,18 @@ def test_render_lists_every_field_and_never_the_secret() -> None:
 
 def test_render_of_good_keys_ends_ok() -> None:
     assert render([report()], []).splitlines()[-1] == "OK: 1 key(s), 0 problem(s), 0 warning(s)"
+
+
+async def test_a_refusal_echoing_the_secret_is_scrubbed() -> None:
+    key = ApiKey("primary", "ABCDEFGHIJKLMNOPQR", SecretStr(SECRET))
+
+    def hostile(_request: httpx.Request) -> httpx.Response:
+        body = {"retCode": 10004, "retMsg": f"error sign! origin_string[{SECRET}]", "result": {}}
+        return httpx.Response(200, json=body)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(hostile)) as http:
+        found = await inspect_keys(BybitClient(http, "https://api.bybit.com"), [key], "h")
+    assert found[0].problems == (
+        "exchange refused the key: retCode 10004 error sign! origin_string[***]",
+    )
+    assert SECRET not in render(found, [])
