@@ -19,12 +19,15 @@ from executor.breaker import CircuitBreaker, State
 from executor.bybit.client import ApiKey, BybitClient
 from executor.dedup import Dedup
 from executor.health import Health, HealthServer
+from executor.instruments import MarketData, Refusal, fit
 from executor.intake import Intake
 from executor.keys import KeyPool
 from executor.limiter import TokenBucket
 from executor.pipeline import REDIS_ERRORS, Job, Pipeline
+from executor.risk import RiskGate, RiskLimits
 from executor.settings import ConfigError, Settings, load_settings
-from executor.submitter import Submitter
+from executor.signals import OrderType, Signal
+from executor.submitter import Prepare, Submitter
 
 log = structlog.get_logger("executor")
 
@@ -255,6 +258,39 @@ class Daemon:
             log.info("keys.reloaded", keys=[f"{k.name}:{k.fingerprint}" for k in keys])
 
 
+def pre_send(settings: Settings, market: MarketData) -> Prepare:
+    """Instrument rules, then risk limits, before a rate-limit token is spent."""
+    gate = RiskGate(
+        RiskLimits.parse(
+            symbols=settings.risk_symbols,
+            max_qty=settings.risk_max_qty,
+            max_notional=settings.risk_max_notional,
+            max_orders_per_minute=settings.risk_max_orders_per_minute,
+        ),
+        time.monotonic,
+    )
+    needs_price = settings.risk_max_notional is not None or settings.check_instruments
+
+    async def prepare(signal: Signal) -> dict[str, Any] | str:
+        category, symbol = signal.category.value, signal.symbol
+        last = None
+        if signal.order_type is OrderType.MARKET and needs_price:
+            last = await market.last_price(category, symbol)
+        if settings.check_instruments:
+            instrument = await market.instrument(category, symbol)
+            # Unknown or unreachable: the exchange applies its own rules.
+            if instrument is not None:
+                fitted = fit(signal, instrument, last)
+                if isinstance(fitted, Refusal):
+                    return fitted.reason
+                if fitted.changed:
+                    signal = signal.model_copy(update={"qty": fitted.qty})
+        reason = gate.check(signal, last)
+        return reason if reason is not None else signal.order_body()
+
+    return prepare
+
+
 @contextlib.asynccontextmanager
 async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[Daemon]:
     keys = api_keys(settings)
@@ -294,6 +330,8 @@ async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[D
             breaker=breaker,
         )
         pool = KeyPool(keys, _log_key_event) if keys else None
+        market = MarketData(client, refresh_s=settings.instruments_refresh_s)
+        submitter_options.setdefault("prepare", pre_send(settings, market))
         halt = Halt()
         limiter = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst, clock=loop.time)
         submitter = Submitter(

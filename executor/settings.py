@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     key_check_interval_s: float = Field(3600.0, ge=0, le=86_400 * 7)
     halt_key: str = Field("executor:halt", min_length=1)
 
+    risk_symbols: str | None = None  # "BTCUSDT,ETHUSDT": the only symbols traded
+    risk_max_qty: str | None = None  # "BTCUSDT=0.5,ETHUSDT=10"
+    risk_max_notional: str | None = None  # per order, in quote currency
+    risk_max_orders_per_minute: int | None = Field(None, ge=1)  # per strategy
+    check_instruments: bool = True  # round qty to the step, check min/max before sending
+    instruments_refresh_s: float = Field(3600.0, gt=0)
+
     metrics_port: int = Field(9464, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
     dry_run: bool = False
@@ -134,6 +141,17 @@ class Settings(BaseSettings):
         if value is not None:
             parse_signal_secrets(value.get_secret_value())
         return value
+
+    @model_validator(mode="after")
+    def _risk_limits_parse(self) -> Settings:
+        from executor.risk import RiskLimits
+
+        for name in ("risk_symbols", "risk_max_qty", "risk_max_notional"):
+            try:
+                RiskLimits.parse(**{name.removeprefix("risk_"): getattr(self, name)})
+            except ValueError as exc:
+                raise ValueError(f"{ENV_PREFIX}{name.upper()}: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _keys_in_pairs(self) -> Settings:
