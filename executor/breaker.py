@@ -81,6 +81,10 @@ class CircuitBreaker:
             self._move(State.HALF_OPEN, "cool-down over")
         return self._state
 
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
     def allow(self) -> bool:
         """May a request go now? In half-open, True exactly once: the probe."""
         state = self.state

@@ -160,8 +160,12 @@ class BybitClient:
         if self.ban_remaining() > 0:
             # Banned: not one request until the window passes, or the ban gets longer.
             return Answer(Reply(failure=Failure.HELD), error=f"IP ban in force: {self.ban_reason}")
-        if key is not None and self.breaker is not None and not self.breaker.allow():
-            return Answer(Reply(failure=Failure.HELD), error="circuit breaker open")
+        if self.breaker is not None:
+            # Signed requests may be the half-open probe; public ones (market
+            # data) wait until the breaker has closed again.
+            allowed = self.breaker.allow() if key is not None else self.breaker.closed
+            if not allowed:
+                return Answer(Reply(failure=Failure.HELD), error="circuit breaker open")
         url = f"{self._base}{path}"
         headers = {"Content-Type": "application/json"} if method == "POST" else {}
         if method == "GET" and payload:

@@ -49,6 +49,8 @@ def env_for(
         "EXECUTOR_CLAIM_IDLE_MS": "2000",
         "EXECUTOR_RATE_LIMIT_PER_S": "400",
         "EXECUTOR_REQUEST_TIMEOUT_S": "3",
+        # 15% injected faults trip the breaker now and then: keep its pauses short.
+        "EXECUTOR_BREAKER_COOLDOWN_S": "0.5",
     }
     return daemon_env(redis_url, sim_url, names, **{**chaos, **extra})
 
@@ -265,6 +267,7 @@ async def test_a_second_sigterm_forces_exit_while_draining(
 ) -> None:
     with simulator(tmp_path) as (_sim, sim_url):
         env = env_for(redis_url, sim_url, names, "force", EXECUTOR_DRAIN_TIMEOUT_S="60",
+                      EXECUTOR_CHECK_INSTRUMENTS="false",
                       EXECUTOR_REQUEST_TIMEOUT_S="30")  # fmt: skip
         proc = start_daemon(tmp_path, env, "force")
         fleet.append(proc)
