@@ -148,3 +148,28 @@ async def test_dedup_record_tells_redelivery_from_republication(redis: Redis, na
     assert (await dedup.claim("a", "1-0")).value == "finished"
     assert (await dedup.claim("a", "3-0")).value == "duplicate"
     assert 3500 < await redis.ttl(dedup.key("a")) <= 3600
+
+
+async def test_two_publisher_keys_are_valid_during_a_rotation_and_replays_are_refused(
+    redis: Redis, names: Names
+) -> None:
+    secrets = {"old": "publisher-secret-1", "new": "publisher-secret-2"}
+    pipeline = make_pipeline(redis, names.stream, names.results, names.dead, signal_secrets=secrets)
+    await pipeline.intake.ensure_group()
+    await publish(redis, names.stream, [signal("a")], secret="publisher-secret-1", kid="old")
+    await publish(redis, names.stream, [signal("b")], secret="publisher-secret-2", kid="new")
+    await publish(redis, names.stream, [signal("c")], secret="publisher-secret-2")  # no kid
+    await publish(redis, names.stream, [signal("d")], secret="publisher-secret-1", kid="new")
+    await publish(redis, names.stream, [signal("e")], secret="publisher-secret-1", kid="gone")
+    stale = signal("f", ts=1_700_000_000_000, ttl_ms=1000)  # correctly signed, long expired
+    await publish(redis, names.stream, [stale], secret="publisher-secret-1", kid="old")
+    for entry in await pipeline.intake.read(100, 50):
+        await pipeline.admit(entry)
+    queued = [pipeline.queue.get_nowait().signal.id for _ in range(pipeline.queue.qsize())]
+    assert queued == ["s-a", "s-b", "s-c"]
+    dead = await read_stream(redis, names.dead)
+    assert [(d["kind"], d["reason"]) for d in dead] == [
+        ("unauthenticated", "bad signature"),
+        ("unauthenticated", "unknown signing key id"),
+        ("replay", "signal past its ts + ttl_ms: refused"),
+    ]
