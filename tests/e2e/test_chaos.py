@@ -13,7 +13,6 @@ import random
 import signal as signals
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -30,15 +29,6 @@ from tests.integration.helpers import eventually, read_stream, signal
 pytestmark = pytest.mark.e2e
 
 TERMINAL = {"accepted", "rejected", "expired", "failed"}
-
-
-@pytest.fixture
-def fleet() -> Iterator[list[Proc]]:
-    """Daemons started by a test; whatever is still running at the end is stopped by PID."""
-    procs: list[Proc] = []
-    yield procs
-    for proc in procs:
-        proc.stop(signals.SIGKILL)
 
 
 def env_for(

@@ -9,7 +9,6 @@ import os
 import signal as signals
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,6 @@ from tests.e2e.test_chaos import audit, wait_results
 from tests.integration.helpers import eventually, read_stream, signal
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def fleet() -> Iterator[list[Proc]]:
-    procs: list[Proc] = []
-    yield procs
-    for proc in procs:
-        proc.stop(signals.SIGKILL)
 
 
 def log_events(proc: Proc) -> list[dict[str, object]]:
