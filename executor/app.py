@@ -173,8 +173,8 @@ class Daemon:
             return None if self.pipeline.redis_ok else "redis unreachable or group missing"
 
         def exchange() -> str | None:
-            if self.client.ban_remaining() > 0:
-                left = self.client.ban_remaining()
+            left = self.client.ban_remaining()
+            if left > 0:
                 return f"IP ban for {left:.0f}s more: {self.client.ban_reason}"
             if self.breaker.state is State.OPEN:
                 return "circuit breaker open"
@@ -227,11 +227,17 @@ class Daemon:
         assert self.pool is not None
         while True:
             await asyncio.sleep(self.settings.key_check_interval_s)
-            try:
-                await verify_accounts(self.client, self.pool)
-            except ConfigError as exc:
-                self.pool.same_account = False
-                log.error("keys.different_accounts", reason=str(exc))
+            await self._reverify()
+
+    async def _reverify(self) -> None:
+        """Check the keys' accounts while running: a mismatch disables failover
+        instead of stopping the daemon."""
+        assert self.pool is not None
+        try:
+            await verify_accounts(self.client, self.pool)
+        except ConfigError as exc:
+            self.pool.same_account = False
+            log.error("keys.different_accounts", reason=str(exc))
 
     async def _reload_on(self, reload: asyncio.Event) -> None:
         """SIGHUP: read the key files again and swap credentials; in-flight orders
@@ -250,11 +256,7 @@ class Daemon:
                 continue
             logs.configure(fresh.log_level, fresh.log_format, secret_values(fresh))
             self.pool.replace(keys)
-            try:
-                await verify_accounts(self.client, self.pool)
-            except ConfigError as exc:
-                self.pool.same_account = False
-                log.error("keys.different_accounts", reason=str(exc))
+            await self._reverify()
             log.info("keys.reloaded", keys=[f"{k.name}:{k.fingerprint}" for k in keys])
 
 
