@@ -27,11 +27,13 @@ from executor.pipeline import REDIS_ERRORS, Job, Pipeline
 from executor.risk import RiskGate, RiskLimits
 from executor.settings import ConfigError, Settings, load_settings
 from executor.signals import OrderType, Signal
+from executor.status import clear_presence, write_presence
 from executor.submitter import Prepare, Submitter
 
 log = structlog.get_logger("executor")
 
 HALT_POLL_S = 0.5  # the kill switch reaches every replica within a second
+PRESENCE_EVERY_S = 2.0  # how often a replica refreshes its record for `executor status`
 
 
 def api_keys(settings: Settings) -> list[ApiKey]:
@@ -151,6 +153,7 @@ class Daemon:
             dry_run=s.dry_run,
         )
         self._start(self._watch_halt, "halt-watch")
+        self._start(self._presence, "presence")
         if self.pool is not None and len(self.pool.keys) > 1 and s.failback_probe_s > 0:
             self._start(self._failback, "failback")
         if self.pool is not None and s.key_check_interval_s > 0:
@@ -164,6 +167,8 @@ class Daemon:
             for task in self.tasks:
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
+            with contextlib.suppress(*REDIS_ERRORS):
+                await clear_presence(self.redis, s.stream, s.consumer)
 
     def _start(self, loop: Callable[[], Awaitable[None]], name: str) -> None:
         self.tasks.append(asyncio.create_task(loop(), name=name))  # type: ignore[arg-type]
@@ -187,6 +192,31 @@ class Daemon:
             return None if usable else "no usable API key"
 
         return Health({"redis": redis, "exchange": exchange, "keys": keys})
+
+    def state(self) -> dict[str, Any]:
+        """What this replica is doing, for `executor status` (no secrets)."""
+        pool = self.pool
+        return {
+            "breaker": self.breaker.state.value,
+            "active_key": pool.active.name if pool else None,
+            "fingerprint": pool.active.fingerprint if pool else None,
+            "failed_keys": pool.failed() if pool else {},
+            "failovers": pool.failovers if pool else 0,
+            "queue_depth": self.pipeline.queue.qsize(),
+            "queue_capacity": self.pipeline.queue.maxsize,
+            "in_hand": self.pipeline.in_hand,
+            "ban_s": round(self.client.ban_remaining(), 1),
+            "halted": self.halt.reason,
+            "dry_run": self.settings.dry_run,
+            "base_url": self.settings.base_url,
+        }
+
+    async def _presence(self) -> None:
+        s = self.settings
+        while True:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await write_presence(self.redis, s.stream, s.consumer, self.state())
+            await asyncio.sleep(PRESENCE_EVERY_S)
 
     async def _watch_halt(self) -> None:
         key = self.settings.halt_key

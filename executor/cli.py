@@ -77,6 +77,37 @@ def _resume(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from executor.status import Names, collect, render
+
+    settings = load_settings()
+    names = Names(
+        settings.stream,
+        settings.group,
+        settings.results_stream,
+        settings.dead_letter_stream,
+        settings.halt_key,
+    )
+
+    async def go() -> dict[str, Any]:
+        redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5)
+        try:
+            return await collect(redis, names, last=args.last)
+        finally:
+            await redis.aclose()
+
+    try:
+        report = asyncio.run(go())
+    except (RedisError, OSError) as exc:
+        print(f"executor status: Redis unreachable: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from executor.demo import run_demo
 
@@ -165,6 +196,13 @@ def parser() -> argparse.ArgumentParser:
     halt.add_argument("reason", nargs="*", help="why (shown in logs and results)")
     halt.set_defaults(func=_halt)
     sub.add_parser("resume", help="clear the kill switch").set_defaults(func=_resume)
+
+    status = sub.add_parser(
+        "status", help="stream length, group lag, pending, dead letters, replicas, last outcomes"
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--last", type=int, default=10, help="how many recent outcomes to list")
+    status.set_defaults(func=_status)
 
     demo = sub.add_parser("demo", help="the whole flow on embedded Redis and the simulator")
     demo.add_argument("--verbose", action="store_true", help="show the daemon's log lines")

@@ -178,6 +178,11 @@ class Pipeline:
                 self.redis_ok = False
 
     @property
+    def in_hand(self) -> int:
+        """Entries queued or being worked on."""
+        return len(self._in_hand)
+
+    @property
     def _tick_s(self) -> float:
         return max(0.2, self._claim_idle_ms / 4000)
 
