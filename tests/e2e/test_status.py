@@ -97,7 +97,7 @@ async def test_status_shows_streams_group_replicas_dead_letters_and_outcomes(
         assert fleet[0].stop() == 0
 
     async def gone() -> bool:
-        return (await status_json(env))["replicas"] == []
+        return not (await status_json(env))["replicas"]
 
     await eventually(gone, within=5)  # cleared at stop, not left to expire
 
