@@ -33,7 +33,7 @@ from executor.submitter import Prepare, Submitter
 log = structlog.get_logger("executor")
 
 HALT_POLL_S = 0.5  # the kill switch reaches every replica within a second
-PRESENCE_EVERY_S = 2.0  # how often a replica refreshes its record for `executor status`
+PRESENCE_EVERY_S = 1.0  # how often a replica refreshes its record for `executor status`
 
 
 def api_keys(settings: Settings) -> list[ApiKey]:

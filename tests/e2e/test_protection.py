@@ -19,6 +19,7 @@ from executor.publish import publish
 from tests.conftest import Names
 from tests.e2e.procs import Proc, daemon_env, sim_get, sim_orders, sim_post, simulator, start_daemon
 from tests.e2e.test_chaos import audit, wait_results
+from tests.e2e.test_status import status_json
 from tests.integration.helpers import eventually, read_stream, signal
 
 pytestmark = pytest.mark.e2e
@@ -69,6 +70,57 @@ async def test_revoked_primary_fails_over_to_the_secondary_losing_and_doubling_n
     assert len(failovers) == 1
     assert failovers[0]["key"] == "secondary"
     assert "10003" in str(failovers[0]["reason"])
+
+
+async def test_failback_probe_returns_to_the_primary_once_it_works_again(
+    tmp_path: Path, redis: Redis, redis_url: str, names: Names, fleet: list[Proc]
+) -> None:
+    with simulator(tmp_path) as (_sim, url):
+        env = with_secondary(daemon_env(redis_url, url, names, EXECUTOR_FAILBACK_PROBE_S="0.5"))
+        proc = start_daemon(tmp_path, env, "failback")
+        fleet.append(proc)
+
+        async def started() -> bool:  # both keys verified on one account: failover allowed
+            return "daemon.started" in proc.output()
+
+        await eventually(started, within=30)
+        await sim_post(url, "/sim/keys/revoke", {"api_key": PRIMARY.api_key})
+        first = [signal(f"fb-a{i}", id=f"fb-a{i}") for i in range(5)]
+        await publish(redis, names.stream, first)
+        await wait_results(redis, names, 5)
+
+        async def probed() -> bool:
+            return any(e.get("event") == "key.probe_failed" for e in log_events(proc))
+
+        await eventually(probed, within=10)  # the probe sees the primary still refused
+
+        async def status_shows_failover() -> bool:  # records are refreshed every second
+            [replica] = (await status_json({**os.environ, **env}))["replicas"]
+            return (replica["active_key"], replica["failovers"], list(replica["failed_keys"])) == (
+                "secondary",
+                1,
+                ["primary"],
+            )
+
+        await eventually(status_shows_failover, within=5)
+
+        await sim_post(url, "/sim/keys/restore", {"api_key": PRIMARY.api_key})
+
+        async def failed_back() -> bool:
+            return any(e.get("event") == "key.failback" for e in log_events(proc))
+
+        await eventually(failed_back, within=10)
+        second = [signal(f"fb-b{i}", id=f"fb-b{i}") for i in range(5)]
+        await publish(redis, names.stream, second)
+        await wait_results(redis, names, 10)
+        assert proc.stop() == 0
+        statuses = await audit(redis, names, url, [str(s["id"]) for s in first + second])
+        orders = {str(o["orderLinkId"]): str(o["apiKey"]) for o in await sim_orders(url)}
+    assert statuses == Counter({"accepted": 10})
+    assert {orders[f"fb-a{i}"] for i in range(5)} == {SECONDARY.api_key}
+    assert {orders[f"fb-b{i}"] for i in range(5)} == {PRIMARY.api_key}
+    [failback] = [e for e in log_events(proc) if e.get("event") == "key.failback"]
+    assert failback["key"] == "primary"
 
 
 async def test_breaker_opens_on_a_5xx_storm_sends_only_probes_then_closes(
