@@ -34,6 +34,8 @@ log = structlog.get_logger("executor")
 
 HALT_POLL_S = 0.5  # the kill switch reaches every replica within a second
 PRESENCE_EVERY_S = 1.0  # how often a replica refreshes its record for `executor status`
+VERIFY_TRIES = 4  # start-up key checks retried through transient venue failures
+UNVERIFIED_RECHECK_S = 30.0  # an unverified key is checked again this soon
 
 
 def api_keys(settings: Settings) -> list[ApiKey]:
@@ -94,7 +96,11 @@ async def verify_accounts(client: BybitClient, pool: KeyPool) -> dict[str, str]:
     when all keys share one. Keys of different accounts are a configuration error."""
     accounts: dict[str, str] = {}
     for key in pool.keys:
-        answer = await client.get(key, "/v5/user/query-api", {})
+        for attempt in range(1, VERIFY_TRIES + 1):
+            answer = await client.get(key, "/v5/user/query-api", {})
+            if answer.ok or answer.reply.ret_code is not None or attempt == VERIFY_TRIES:
+                break  # an answer from the venue; or give up for now
+            await asyncio.sleep(max(0.25 * attempt, client.pause_s()))  # 5xx, timeout, held
         if answer.ok:
             accounts[key.name] = str(answer.result.get("userID", ""))
         else:
@@ -156,7 +162,7 @@ class Daemon:
         self._start(self._presence, "presence")
         if self.pool is not None and len(self.pool.keys) > 1 and s.failback_probe_s > 0:
             self._start(self._failback, "failback")
-        if self.pool is not None and s.key_check_interval_s > 0:
+        if self.pool is not None:
             self._start(self._recheck_accounts, "key-check")
         if reload is not None:
             self._start(lambda: self._reload_on(reload), "reload")
@@ -254,9 +260,17 @@ class Daemon:
                 )
 
     async def _recheck_accounts(self) -> None:
+        """Check the keys' accounts every KEY_CHECK_INTERVAL_S, and soon while a
+        key could not be checked (failover stays off until every key is)."""
         assert self.pool is not None
+        every = self.settings.key_check_interval_s
         while True:
-            await asyncio.sleep(self.settings.key_check_interval_s)
+            if self.pool.same_account:
+                if every <= 0:
+                    return
+                await asyncio.sleep(every)
+            else:
+                await asyncio.sleep(min(every, UNVERIFIED_RECHECK_S) or UNVERIFIED_RECHECK_S)
             await self._reverify()
 
     async def _reverify(self) -> None:
@@ -264,10 +278,12 @@ class Daemon:
         instead of stopping the daemon."""
         assert self.pool is not None
         try:
-            await verify_accounts(self.client, self.pool)
+            accounts = await verify_accounts(self.client, self.pool)
         except ConfigError as exc:
             self.pool.same_account = False
             log.error("keys.different_accounts", reason=str(exc))
+            return
+        log.info("keys.verified", accounts=accounts, failover=self.pool.same_account)
 
     async def _reload_on(self, reload: asyncio.Event) -> None:
         """SIGHUP: read the key files again and swap credentials; in-flight orders

@@ -51,25 +51,59 @@ class Redactor:
         return event
 
 
+# Libraries that log every request at INFO; heard only at debug level.
+_CHATTY = ("httpx", "httpcore", "aiohttp.access", "hpack")
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler this module installed, so a reconfigure replaces only it."""
+
+
 def configure(level: str = "info", fmt: str | None = None, secrets: Iterable[str] = ()) -> None:
+    """structlog for our events, and the standard library's records (httpx,
+    aiohttp, asyncio...) through the same redaction and rendering."""
     fmt = fmt or ("console" if sys.stdout.isatty() else "json")
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
         if fmt == "console"
         else structlog.processors.JSONRenderer()
     )
+    redactor = Redactor(secrets)
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            stamp,
             structlog.processors.format_exc_info,
-            Redactor(secrets),
+            redactor,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=False,
     )
+    handler = _Handler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.add_log_level,
+                stamp,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redactor,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(numeric if numeric <= logging.DEBUG else logging.WARNING)

@@ -208,6 +208,13 @@ class Submitter:
                     if order.get("orderLinkId") == signal.order_link_id:
                         return str(order.get("orderId", ""))
                 return None
+            if self._pool is not None and classify(answer.reply) is Verdict.KEY_FAILURE:
+                # Refused key: ask with the other key of the same account instead.
+                reason = f"{answer.reply.ret_code or answer.reply.status} {answer.ret_msg}"
+                spare = self._pool.fail(key, reason.strip())
+                if spare is not None and spare.name != key.name:
+                    key = spare
+                    continue
             await self._sleep(backoff_s(attempt, rng=self._rng))
         raise Unresolved(f"order {signal.order_link_id} could not be looked up")
 

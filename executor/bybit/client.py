@@ -180,6 +180,7 @@ class BybitClient:
                     payload,
                 )
             )
+        started = self._clock()
         try:
             response = await self._http.request(method, url, content=content, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -188,6 +189,19 @@ class BybitClient:
             answer = Answer(Reply(failure=Failure.NO_ANSWER), error=_describe(exc))
         else:
             answer = parse_answer(response.status_code, response.content, response.headers)
+        log.debug(
+            "exchange.request",
+            method=method,
+            path=path,
+            key=key.name if key else None,
+            fingerprint=key.fingerprint if key else None,
+            http_status=answer.reply.status,
+            ret_code=answer.reply.ret_code,
+            failure=answer.reply.failure.value if answer.reply.failure else None,
+            error=answer.error or None,
+            limit_status=answer.rate.remaining,
+            elapsed_ms=round((self._clock() - started) * 1000, 1),
+        )
         if key is not None and self.breaker is not None:
             self.breaker.record_health(health(answer.reply))
         if answer.reply.status == 403 or answer.reply.ret_code in IP_BAN_CODES:

@@ -25,6 +25,7 @@ IP_BAN_TEXT = "access too frequent"
 @dataclass(slots=True)
 class FaultKnobs:
     error_rate: float = 0.0
+    fail_next: int = 0  # the next N requests answer 503, whatever the error rate
     lose_rate: float = 0.0
     latency_ms: float = 0.0
     ip_ban: bool = False
@@ -37,6 +38,7 @@ class FaultKnobs:
     def as_dict(self) -> dict[str, Any]:
         return {
             "error_rate": self.error_rate,
+            "fail_next": self.fail_next,
             "lose_rate": self.lose_rate,
             "latency_ms": self.latency_ms,
             "ip_ban": self.ip_ban,
@@ -63,6 +65,12 @@ def _rate(name: str, value: Any) -> float:
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"{name} must be within [0, 1], got {value!r}")
     return rate
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or int(value) < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+    return int(value)
 
 
 def _latency(name: str, value: Any) -> float:
@@ -102,6 +110,7 @@ def _revoked(name: str, value: Any) -> set[str]:
 
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "error_rate": _rate,
+    "fail_next": _count,
     "lose_rate": _rate,
     "latency_ms": _latency,
     "ip_ban": lambda _name, value: bool(value),

@@ -184,6 +184,9 @@ class ExchangeState:
             self.stats.ip_limited += 1
             return Answer(403, IP_BAN_TEXT, content_type="text/plain")
         status = self.dice.gateway_error(self.knobs.error_rate)
+        if self.knobs.fail_next > 0:
+            self.knobs.fail_next -= 1
+            status = 503
         if status is not None:
             self.stats.faults["error"] += 1
             return Answer(status, GATEWAY_PAGES[status], content_type="text/html")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from executor.logs import REDACTED, Redactor
+import json
+import logging
+
+import pytest
+
+from executor.logs import REDACTED, Redactor, configure
 
 CANARY = "canary-secret-4f1d9a"
 
@@ -46,3 +51,30 @@ def test_objects_are_rendered_as_text_and_scrubbed() -> None:
             return f"thing({CANARY})"
 
     assert redact(event="x", thing=Thing())["thing"] == f"thing({REDACTED})"
+
+
+def test_standard_library_records_are_rendered_as_json_and_redacted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure("info", "json", [CANARY])
+    try:
+        logging.getLogger("aiohttp.server").error("failed with %s", CANARY)
+        logging.getLogger("httpx").info("HTTP Request: POST /v5/order/create")  # chatty: hidden
+    finally:
+        configure("info", "json")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["logger"], e["level"], e["event"]) for e in lines] == [
+        ("aiohttp.server", "error", f"failed with {REDACTED}")
+    ]
+
+
+def test_debug_level_lets_library_request_lines_through(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure("debug", "json", [CANARY])
+    try:
+        logging.getLogger("httpx").info("HTTP Request: GET /?k=%s", CANARY)
+    finally:
+        configure("info", "json")
+    [line] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert line["event"] == f"HTTP Request: GET /?k={REDACTED}"

@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from executor.bybit.client import ApiKey, BybitClient
+from executor.keys import KeyPool
 from executor.limiter import TokenBucket
 from executor.signals import parse_signal
 from executor.submitter import THROTTLE_FACTOR, Submitter, backoff_s
@@ -110,3 +111,36 @@ def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap() -> None:
         draws = [backoff_s(attempt, rng=rng) for _ in range(200)]
         assert all(0 <= d <= ceiling for d in draws)
         assert max(draws) > ceiling * 0.8  # jitter spans the range, not a fixed delay
+
+
+async def test_lookup_refused_on_the_primary_key_asks_again_on_the_secondary() -> None:
+    secondary = ApiKey("secondary", "KEY2", SecretStr("secret2"))
+    found = {"list": [{"orderLinkId": "u-1", "orderId": "o-9"}]}
+    seen: list[tuple[str, str]] = []
+
+    def exchange(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.path, request.headers["X-BAPI-API-KEY"]))
+        if request.url.path == "/v5/order/create":
+            raise httpx.ReadTimeout("lost", request=request)  # sent; answer never came
+        if request.headers["X-BAPI-API-KEY"] == "KEY":
+            return httpx.Response(200, content=envelope(10003, "API key is invalid."))
+        return httpx.Response(200, content=envelope(0, "OK", found))
+
+    pool = KeyPool([KEY, secondary])
+    pool.same_account = True
+    client = BybitClient(httpx.AsyncClient(transport=httpx.MockTransport(exchange)),
+                         "http://bybit.test", wall_ms=lambda: NOW_MS)  # fmt: skip
+
+    async def no_sleep(_seconds: float) -> None:
+        return None
+
+    sub = Submitter(client, pool, TokenBucket(100, 10, clock=asyncio.get_running_loop().time),
+                    wall_ms=lambda: NOW_MS, sleep=no_sleep, rng=random.Random(1))  # fmt: skip
+    outcome = await sub.submit(parse_signal(signal_bytes()))
+    assert (outcome.status, outcome.order_id) == ("accepted", "o-9")
+    assert seen == [
+        ("/v5/order/create", "KEY"),
+        ("/v5/order/realtime", "KEY"),
+        ("/v5/order/realtime", "KEY2"),
+    ]
+    assert pool.active.name == "secondary" and list(pool.failed()) == ["primary"]
