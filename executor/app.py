@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from executor import logs
 from executor.breaker import CircuitBreaker, State
@@ -21,13 +22,15 @@ from executor.dedup import Dedup
 from executor.health import Health, HealthServer
 from executor.instruments import MarketData, Refusal, fit
 from executor.intake import Intake
+from executor.keycheck import days_to_expiry
 from executor.keys import KeyPool
 from executor.limiter import TokenBucket
+from executor.metrics import Metrics
 from executor.pipeline import REDIS_ERRORS, Job, Pipeline
 from executor.risk import RiskGate, RiskLimits
 from executor.settings import ConfigError, Settings, load_settings
 from executor.signals import OrderType, Signal
-from executor.status import clear_presence, write_presence
+from executor.status import clear_presence, group_counts, write_presence
 from executor.submitter import Prepare, Submitter
 
 log = structlog.get_logger("executor")
@@ -36,6 +39,7 @@ HALT_POLL_S = 0.5  # the kill switch reaches every replica within a second
 PRESENCE_EVERY_S = 1.0  # how often a replica refreshes its record for `executor status`
 VERIFY_TRIES = 4  # start-up key checks retried through transient venue failures
 UNVERIFIED_RECHECK_S = 30.0  # an unverified key is checked again this soon
+STREAM_WATCH_S = 5.0  # how often the group's pending count and lag are read
 
 
 def api_keys(settings: Settings) -> list[ApiKey]:
@@ -91,9 +95,14 @@ class Halt:
         return self.reason
 
 
-async def verify_accounts(client: BybitClient, pool: KeyPool) -> dict[str, str]:
+async def verify_accounts(
+    client: BybitClient,
+    pool: KeyPool,
+    expiry: Callable[[str, float | None], None] = lambda _key, _days: None,
+) -> dict[str, str]:
     """Ask the exchange which account each key belongs to; allow failover only
-    when all keys share one. Keys of different accounts are a configuration error."""
+    when all keys share one. Keys of different accounts are a configuration error.
+    ``expiry`` hears each checked key's days to expiry (None: never expires)."""
     accounts: dict[str, str] = {}
     for key in pool.keys:
         for attempt in range(1, VERIFY_TRIES + 1):
@@ -103,6 +112,7 @@ async def verify_accounts(client: BybitClient, pool: KeyPool) -> dict[str, str]:
             await asyncio.sleep(max(0.25 * attempt, client.pause_s()))  # 5xx, timeout, held
         if answer.ok:
             accounts[key.name] = str(answer.result.get("userID", ""))
+            expiry(key.name, days_to_expiry(answer.result, time.time() * 1000))
         else:
             reason = answer.ret_msg or answer.error
             log.warning(
@@ -134,6 +144,7 @@ class Daemon:
     breaker: CircuitBreaker
     halt: Halt
     pipeline: Pipeline
+    metrics: Metrics
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def run(self, stop: asyncio.Event, reload: asyncio.Event | None = None) -> None:
@@ -144,8 +155,9 @@ class Daemon:
         except (ConnectionError, httpx.HTTPError) as exc:
             # Not fatal: a 10002 answer carries the server time and resyncs.
             log.warning("clock.unsynced", error=str(exc))
+        self._watch_metrics()
         if self.pool is not None:
-            accounts = await verify_accounts(self.client, self.pool)
+            accounts = await verify_accounts(self.client, self.pool, self.metrics.set_key_expiry)
             log.info("keys.verified", accounts=accounts, failover=self.pool.same_account)
         log.info(
             "daemon.started",
@@ -160,6 +172,7 @@ class Daemon:
         )
         self._start(self._watch_halt, "halt-watch")
         self._start(self._presence, "presence")
+        self._start(self._watch_stream, "stream-watch")
         if self.pool is not None and len(self.pool.keys) > 1 and s.failback_probe_s > 0:
             self._start(self._failback, "failback")
         if self.pool is not None:
@@ -167,7 +180,8 @@ class Daemon:
         if reload is not None:
             self._start(lambda: self._reload_on(reload), "reload")
         try:
-            async with HealthServer(self._health(), s.metrics_host, s.metrics_port):
+            health = HealthServer(self._health(), s.metrics_host, s.metrics_port, self.metrics)
+            async with health:
                 await self.pipeline.run(stop, s.drain_timeout_s)
         finally:
             for task in self.tasks:
@@ -198,6 +212,29 @@ class Daemon:
             return None if usable else "no usable API key"
 
         return Health({"redis": redis, "exchange": exchange, "keys": keys})
+
+    def _watch_metrics(self) -> None:
+        """Hand the metrics the state they read at scrape time."""
+        pool, pipeline = self.pool, self.pipeline
+        self.metrics.watch(
+            queue_depth=pipeline.queue.qsize,
+            queue_capacity=pipeline.queue.maxsize,
+            circuit_state=lambda: self.breaker.state.value,
+            clock_offset_s=lambda: self.client.offset_ms / 1000,
+            halted=lambda: self.halt.reason is not None,
+            redis_up=lambda: pipeline.redis_ok,
+        )
+        if pool is not None:
+            self.metrics.set_keys([k.name for k in pool.keys], lambda: pool.active.name)
+
+    async def _watch_stream(self) -> None:
+        """The group's pending count and lag, for the metrics."""
+        s = self.settings
+        while True:
+            with contextlib.suppress(*REDIS_ERRORS, ResponseError):
+                pending, lag = await group_counts(self.redis, s.stream, s.group)
+                self.metrics.set_stream(pending, lag)
+            await asyncio.sleep(STREAM_WATCH_S)
 
     def state(self) -> dict[str, Any]:
         """What this replica is doing, for `executor status` (no secrets)."""
@@ -278,7 +315,7 @@ class Daemon:
         instead of stopping the daemon."""
         assert self.pool is not None
         try:
-            accounts = await verify_accounts(self.client, self.pool)
+            accounts = await verify_accounts(self.client, self.pool, self.metrics.set_key_expiry)
         except ConfigError as exc:
             self.pool.same_account = False
             log.error("keys.different_accounts", reason=str(exc))
@@ -360,6 +397,7 @@ async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[D
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         headers={"User-Agent": "executor"},
     )
+    metrics = Metrics()
     try:
         breaker = CircuitBreaker(
             clock=time.monotonic,
@@ -376,8 +414,14 @@ async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[D
             recv_window_ms=settings.recv_window_ms,
             ban_s=settings.ip_ban_s,
             breaker=breaker,
+            observer=metrics,
         )
-        pool = KeyPool(keys, _log_key_event) if keys else None
+
+        def key_event(event: str, key: ApiKey | None, reason: str) -> None:
+            _log_key_event(event, key, reason)
+            metrics.key_event(event, key.name if key else None)
+
+        pool = KeyPool(keys, key_event) if keys else None
         market = MarketData(client, refresh_s=settings.instruments_refresh_s)
         submitter_options.setdefault("prepare", pre_send(settings, market))
         halt = Halt()
@@ -389,6 +433,7 @@ async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[D
             max_attempts=settings.max_attempts,
             dry_run=settings.dry_run,
             halted=halt,
+            observer=metrics,
             **submitter_options,
         )
         intake = Intake(
@@ -412,8 +457,9 @@ async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[D
             read_count=settings.read_count,
             block_ms=settings.block_ms,
             claim_idle_ms=settings.claim_idle_ms,
+            observer=metrics,
         )
-        yield Daemon(settings, redis, http, client, pool, breaker, halt, pipeline)
+        yield Daemon(settings, redis, http, client, pool, breaker, halt, pipeline, metrics)
     finally:
         await http.aclose()
         await redis.aclose()

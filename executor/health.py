@@ -1,4 +1,4 @@
-"""Liveness and readiness over HTTP, on the metrics port.
+"""Liveness, readiness and Prometheus metrics over HTTP, on the metrics port.
 
 ``/healthz`` answers while the event loop turns (a stuck loop answers nothing,
 which is the point). ``/readyz`` is 200 only when the daemon can do its job
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 
 Check = Callable[[], str | None]  # None when fine, else the reason it is not
 
@@ -28,7 +30,11 @@ class Health:
         return found
 
 
-def build_app(health: Health) -> web.Application:
+class MetricsSource(Protocol):
+    def render(self) -> bytes: ...
+
+
+def build_app(health: Health, metrics: MetricsSource | None = None) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
@@ -38,17 +44,27 @@ def build_app(health: Health) -> web.Application:
             return web.json_response({"status": "not ready", "problems": problems}, status=503)
         return web.json_response({"status": "ready"})
 
+    async def metrics_page(_request: web.Request) -> web.Response:
+        assert metrics is not None
+        response = web.Response(body=metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
     app = web.Application()
+    if metrics is not None:
+        app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
 
 
 class HealthServer:
-    """Serves ``/healthz`` and ``/readyz``; port 0 turns it off."""
+    """Serves ``/metrics``, ``/healthz`` and ``/readyz``; port 0 turns it off."""
 
-    def __init__(self, health: Health, host: str, port: int) -> None:
-        self._runner = web.AppRunner(build_app(health), access_log=None)
+    def __init__(
+        self, health: Health, host: str, port: int, metrics: MetricsSource | None = None
+    ) -> None:
+        self._runner = web.AppRunner(build_app(health, metrics), access_log=None)
         self._host = host
         self._port = port
 

@@ -56,7 +56,16 @@ _CHATTY = ("httpx", "httpcore", "aiohttp.access", "hpack")
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Marks the handler this module installed, so a reconfigure replaces only it."""
+    """Writes to whatever ``sys.stdout`` is at the time of the record; marks the
+    handler this module installed, so a reconfigure replaces only it."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
 
 
 def configure(level: str = "info", fmt: str | None = None, secrets: Iterable[str] = ()) -> None:
@@ -81,10 +90,10 @@ def configure(level: str = "info", fmt: str | None = None, secrets: Iterable[str
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(),  # sys.stdout as it is at each call
         cache_logger_on_first_use=False,
     )
-    handler = _Handler(sys.stdout)
+    handler = _Handler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[

@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from executor.dedup import Claim, Dedup
 from executor.intake import KID_FIELD, SIG_FIELD, SIGNAL_FIELD, Entry, Intake
+from executor.observe import NO_OBSERVER, Observer
 from executor.signals import InvalidSignal, Signal, authenticate, order_link_id, parse_signal
 from executor.submitter import Outcome, Submitter, Unresolved
 
@@ -50,7 +51,9 @@ class Pipeline:
         block_ms: int = 1000,
         claim_idle_ms: int = 60_000,
         wall_ms: Callable[[], float] = lambda: time.time() * 1000,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
+        self._observer = observer
         self.intake = intake
         self.dedup = dedup
         self.submitter = submitter
@@ -251,7 +254,9 @@ class Pipeline:
             "latency_ms": self._latency(entry),
             "entry_id": entry.id,
         }
-        await self.intake.dead_letter(entry, exc.reason, exc.kind, result)
+        if await self.intake.dead_letter(entry, exc.reason, exc.kind, result):
+            self._observer.dead_letter(exc.kind)
+            self._observer.signal_outcome("invalid")
         log.warning(
             "signal.invalid", id=signal_id, entry_id=entry.id, reason=exc.reason, kind=exc.kind
         )
@@ -275,7 +280,9 @@ class Pipeline:
 
     async def _work(self, job: Job) -> None:
         try:
-            outcome = await self.submitter.submit(job.signal, maybe_sent=job.maybe_sent)
+            outcome = await self.submitter.submit(
+                job.signal, maybe_sent=job.maybe_sent, received_ms=job.entry.stream_ms
+            )
         except Unresolved as exc:
             log.error("order.unresolved", id=job.signal.id, entry_id=job.entry.id, reason=str(exc))
             return
@@ -316,6 +323,7 @@ class Pipeline:
         }
 
     def _log_outcome(self, entry: Entry, signal: Signal, outcome: Outcome) -> None:
+        self._observer.signal_outcome(outcome.status, signal.strategy or "", signal.source or "")
         log.info(
             f"order.{outcome.status}",
             id=signal.id,

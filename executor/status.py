@@ -83,6 +83,16 @@ async def _newest(redis: Redis, stream: str, count: int) -> list[tuple[str, Fiel
     return [(_text(entry_id), fields or {}) for entry_id, fields in entries]  # type: ignore[misc]
 
 
+async def group_counts(redis: Redis, stream: str, group: str) -> tuple[int, int | None]:
+    """(pending, lag) of one group; lag None when Redis cannot tell. Raises
+    ResponseError while the stream does not exist."""
+    for info in await redis.xinfo_groups(stream):
+        if _text(info.get("name")) == group:
+            lag = info.get("lag")
+            return int(info.get("pending", 0)), int(lag) if lag is not None else None
+    return 0, None
+
+
 async def _stream(redis: Redis, names: Names, now_ms: int) -> dict[str, Any]:
     info: dict[str, Any] = {"name": names.stream, "length": await redis.xlen(names.stream)}
     newest = await _newest(redis, names.stream, 1)

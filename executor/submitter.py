@@ -20,6 +20,7 @@ from typing import Any
 from executor.bybit.client import Answer, ApiKey, BybitClient
 from executor.keys import KeyPool
 from executor.limiter import TokenBucket
+from executor.observe import NO_OBSERVER, Observer
 from executor.outcome import (
     RATE_LIMIT_CODE,
     TIMESTAMP_CODE,
@@ -79,7 +80,9 @@ class Submitter:
         wall_ms: Callable[[], float] = lambda: time.time() * 1000,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: random.Random | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
+        self._observer = observer
         if isinstance(keys, KeyPool):
             self._pool: KeyPool | None = keys
         elif keys:
@@ -99,8 +102,11 @@ class Submitter:
         self._sleep = sleep
         self._rng = rng or random.Random()
 
-    async def submit(self, signal: Signal, *, maybe_sent: bool = False) -> Outcome:
-        """Place the signal's order once; ``maybe_sent`` when an earlier run may have."""
+    async def submit(
+        self, signal: Signal, *, maybe_sent: bool = False, received_ms: float | None = None
+    ) -> Outcome:
+        """Place the signal's order once; ``maybe_sent`` when an earlier run may have.
+        ``received_ms``: when its stream entry was appended (for the latency metric)."""
         key = self._pool.active if self._pool else None
         base = Outcome(status="", key=key.name if key else "")
         if maybe_sent and key is not None:
@@ -127,10 +133,14 @@ class Submitter:
                 # IP ban or open breaker: the signal waits while its TTL allows.
                 await self._sleep(min(paused, self._left_s(signal)))
                 continue
+            waiting = time.monotonic()
             await self._limiter.acquire()
+            self._observer.token_wait(time.monotonic() - waiting)
             if self._expired(signal):
                 return _with_answer(replace(base, status="expired", attempts=attempts), last)
             key = self._pool.active if self._pool else key
+            if attempts == 0 and received_ms is not None:
+                self._observer.order_sent((self._wall_ms() - received_ms) / 1000)
             answer = await self._client.create_order(key, prepared)
             if answer.reply.failure is Failure.HELD:
                 continue  # nothing went out; the pause above decides how long to wait
@@ -138,6 +148,7 @@ class Submitter:
             last = answer
             base = replace(base, key=key.name)
             verdict = classify(answer.reply)
+            self._observer.order_answer(verdict.value, answer.reply.ret_code)
             if verdict is Verdict.ACCEPTED:
                 order_id = str(answer.result.get("orderId", ""))
                 return replace(base, status="accepted", order_id=order_id, attempts=attempts,

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from executor.breaker import CircuitBreaker, health
 from executor.bybit.signing import auth_headers, compact_json
+from executor.observe import NO_OBSERVER, Observer
 from executor.outcome import IP_BAN_CODES, Failure, Reply
 
 log = structlog.get_logger("executor")
@@ -81,8 +82,10 @@ class BybitClient:
         clock: Callable[[], float] = time.monotonic,
         ban_s: float = 600.0,
         breaker: CircuitBreaker | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._http = http
+        self._observer = observer
         self._base = base_url.rstrip("/")
         self._recv_window = recv_window_ms
         self._wall_ms = wall_ms
@@ -105,6 +108,7 @@ class BybitClient:
     def _note_ban(self, answer: Answer) -> None:
         self.banned_until = self._clock() + self._ban_s
         self.ban_reason = answer.ret_msg[:200]
+        self._observer.ip_ban()
         log.error(
             "exchange.ip_ban",
             reason=self.ban_reason,
@@ -189,6 +193,8 @@ class BybitClient:
             answer = Answer(Reply(failure=Failure.NO_ANSWER), error=_describe(exc))
         else:
             answer = parse_answer(response.status_code, response.content, response.headers)
+        elapsed = self._clock() - started
+        self._observer.exchange_request(path, elapsed)
         log.debug(
             "exchange.request",
             method=method,
@@ -200,7 +206,7 @@ class BybitClient:
             failure=answer.reply.failure.value if answer.reply.failure else None,
             error=answer.error or None,
             limit_status=answer.rate.remaining,
-            elapsed_ms=round((self._clock() - started) * 1000, 1),
+            elapsed_ms=round(elapsed * 1000, 1),
         )
         if key is not None and self.breaker is not None:
             self.breaker.record_health(health(answer.reply))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from executor.bybit.sim_state import PRIMARY
 from executor.redis_server import free_port
@@ -129,3 +130,22 @@ async def sim_orders(url: str) -> list[dict[str, Any]]:
     orders = await sim_get(url, "/sim/orders")
     assert isinstance(orders, list)
     return orders
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(proc: Proc) -> Samples:
+    """The daemon's /metrics, as {(sample name, labels): value}."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(f"{proc.health_url}/metrics")
+    response.raise_for_status()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))

@@ -1,6 +1,8 @@
 """No secret leaves the process: recognisable fake secrets are run through
 errors, retries, failover, rotation, dropped Redis connections and debug
-logging, then looked for everywhere an operator (or an attacker) could read."""
+logging, then looked for everywhere an operator (or an attacker) could read:
+logs, results, dead letters, every value in Redis, /healthz, /readyz, /metrics
+and the commands' output."""
 
 from __future__ import annotations
 
@@ -173,7 +175,8 @@ async def test_canary_secrets_appear_in_no_log_result_dead_letter_redis_value_or
             await wait_results(redis, names, len(published))
 
             async with httpx.AsyncClient(base_url=proc.health_url) as health:
-                endpoints = [(await health.get(path)).text for path in ("/healthz", "/readyz")]
+                paths = ("/healthz", "/readyz", "/metrics")
+                endpoints = [(await health.get(path)).text for path in paths]
             status_code, status_out = await command(env, "status", "--json")
             keys_code, keys_out = await command(env, "keys")
             assert proc.stop() == 0
@@ -206,6 +209,7 @@ async def test_canary_secrets_appear_in_no_log_result_dead_letter_redis_value_or
     assert Counter(str(d["kind"]) for d in dead) == Counter({"unauthenticated": 2, "invalid": 1})
     assert statuses["accepted"] == 40
     assert status_code == 0 and keys_code in (0, 1) and wrong_code == 1
+    assert "executor_key_failovers_total 1.0" in endpoints[2]
 
     sinks = {
         "daemon log": proc.output(),
@@ -213,7 +217,7 @@ async def test_canary_secrets_appear_in_no_log_result_dead_letter_redis_value_or
         "results stream": repr(results),
         "dead letters": repr(dead),
         "everything in Redis": stored,
-        "/healthz and /readyz": "\n".join(endpoints),
+        "/healthz, /readyz and /metrics": "\n".join(endpoints),
         "executor status": status_out + wrong_out,
         "executor keys": keys_out,
     }

@@ -17,7 +17,17 @@ from redis.asyncio import Redis
 from executor.bybit.sim_state import PRIMARY, SECONDARY
 from executor.publish import publish
 from tests.conftest import Names
-from tests.e2e.procs import Proc, daemon_env, sim_get, sim_orders, sim_post, simulator, start_daemon
+from tests.e2e.procs import (
+    Proc,
+    daemon_env,
+    scrape,
+    sim_get,
+    sim_orders,
+    sim_post,
+    simulator,
+    start_daemon,
+    value,
+)
 from tests.e2e.test_chaos import audit, wait_results
 from tests.e2e.test_status import status_json
 from tests.integration.helpers import eventually, read_stream, signal
@@ -103,6 +113,10 @@ async def test_failback_probe_returns_to_the_primary_once_it_works_again(
             )
 
         await eventually(status_shows_failover, within=5)
+        samples = await scrape(proc)
+        assert value(samples, "executor_key_failovers_total") == 1
+        assert value(samples, "executor_active_key", key="secondary") == 1
+        assert value(samples, "executor_active_key", key="primary") == 0
 
         await sim_post(url, "/sim/keys/restore", {"api_key": PRIMARY.api_key})
 
@@ -110,6 +124,7 @@ async def test_failback_probe_returns_to_the_primary_once_it_works_again(
             return any(e.get("event") == "key.failback" for e in log_events(proc))
 
         await eventually(failed_back, within=10)
+        assert value(await scrape(proc), "executor_active_key", key="primary") == 1
         second = [signal(f"fb-b{i}", id=f"fb-b{i}") for i in range(5)]
         await publish(redis, names.stream, second)
         await wait_results(redis, names, 10)
@@ -154,6 +169,7 @@ async def test_breaker_opens_on_a_5xx_storm_sends_only_probes_then_closes(
 
         await eventually(opened, within=30)
         stats = (await sim_get(url, "/sim/stats"))["requests"]
+        state_while_open = value(await scrape(proc), "executor_circuit_state")
         at_open = sum(stats.values())
         signed_before_open = sum(n for path, n in stats.items() if path.startswith("/v5/order/"))
         # The storm goes on for a while; only probes may reach the exchange.
@@ -168,6 +184,7 @@ async def test_breaker_opens_on_a_5xx_storm_sends_only_probes_then_closes(
         (e["old"], e["new"]) for e in log_events(proc) if e.get("event") == "breaker.state"
     ]
     assert signed_before_open == 5  # one worker: exactly the threshold, then nothing
+    assert state_while_open in (1, 2)  # open, or half-open with its probe out
     assert probes >= 2
     assert during == probes  # every request while open was a probe
     assert transitions[0] == ("closed", "open")

@@ -57,7 +57,9 @@ class GatedSubmitter:
         if open_gate:
             self.gate.set()
 
-    async def submit(self, signal: Signal, *, maybe_sent: bool = False) -> Outcome:
+    async def submit(
+        self, signal: Signal, *, maybe_sent: bool = False, received_ms: float | None = None
+    ) -> Outcome:
         self.calls.append((signal.id, maybe_sent))
         await self.gate.wait()
         return Outcome(status="accepted", order_id=f"oid-{signal.id}", key="primary", attempts=1)
