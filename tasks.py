@@ -48,6 +48,28 @@ def ensure_venv(extras: str) -> None:
     stamp.write_text(digest)
 
 
+# Programs the deployment tests run, and the Debian package that has each.
+SYSTEM_TOOLS = {"promtool": "prometheus", "docker-compose": "docker-compose"}
+
+
+def ensure_tools() -> None:
+    """Install missing system tools with apt when we may (root on Debian/Ubuntu);
+    otherwise say what is missing: the tests that need them say so too."""
+    missing = sorted({pkg for tool, pkg in SYSTEM_TOOLS.items() if shutil.which(tool) is None})
+    if not missing:
+        return
+    can_apt = shutil.which("apt-get") is not None and hasattr(os, "geteuid") and os.geteuid() == 0
+    if not can_apt:
+        print(f"note: install {' '.join(missing)} (apt-get install {' '.join(missing)}) "
+              "for the deployment tests", flush=True)  # fmt: skip
+        return
+    print(f"installing {' '.join(missing)} with apt-get", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
+    subprocess.run(["apt-get", "update", "-qq"], stdout=subprocess.DEVNULL, env=env, check=False)
+    subprocess.run(install, stdout=subprocess.DEVNULL, env=env, check=True)
+
+
 def run(*args: str) -> int:
     return subprocess.call([str(BIN / args[0]), *args[1:]], cwd=ROOT)
 
@@ -59,6 +81,7 @@ def demo(argv: list[str]) -> int:
 
 def test(argv: list[str]) -> int:
     ensure_venv("test,embedded")
+    ensure_tools()
     return run("pytest", *argv)
 
 
