@@ -108,6 +108,30 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    """Container health probe: this host's daemon answers /healthz (or /readyz)."""
+    import urllib.error
+    import urllib.request
+
+    settings = load_settings()
+    if not settings.metrics_port:
+        print("executor check: EXECUTOR_METRICS_PORT is 0: no health endpoint", file=sys.stderr)
+        return 1
+    path = "/readyz" if args.ready else "/healthz"
+    url = f"http://127.0.0.1:{settings.metrics_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            body = response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        print(f"executor check: {path} {exc.code}: {exc.read().decode(errors='replace')}")
+        return 1
+    except (OSError, TimeoutError) as exc:
+        print(f"executor check: {path} did not answer: {exc}", file=sys.stderr)
+        return 1
+    print(f"executor check: {path} {body}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from executor.demo import run_demo
 
@@ -203,6 +227,13 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--last", type=int, default=10, help="how many recent outcomes to list")
     status.set_defaults(func=_status)
+
+    check = sub.add_parser(
+        "check", help="health probe for containers: exit 0 when the daemon here answers"
+    )
+    check.add_argument("--ready", action="store_true", help="ask /readyz instead of /healthz")
+    check.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default 3)")
+    check.set_defaults(func=_check)
 
     demo = sub.add_parser("demo", help="the whole flow on embedded Redis and the simulator")
     demo.add_argument("--verbose", action="store_true", help="show the daemon's log lines")

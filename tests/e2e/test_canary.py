@@ -6,11 +6,8 @@ and the commands' output."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import signal as signals
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from executor.redis_server import RedisProcess, free_port
 from tests.conftest import Names
 from tests.e2e.procs import Proc, daemon_env, sim_post, simulator, start_daemon
 from tests.e2e.test_chaos import audit, wait_results
+from tests.e2e.test_status import command
 from tests.integration.helpers import eventually, read_stream, signal
 
 pytestmark = pytest.mark.e2e
@@ -46,21 +44,6 @@ CANARIES = {
 
 def leaks(text: str) -> list[str]:
     return [name for name, value in CANARIES.items() if value in text]
-
-
-async def command(env: dict[str, str], *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "executor",
-        *args,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace")
 
 
 async def everything_in(redis: Redis) -> str:

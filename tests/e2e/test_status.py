@@ -23,6 +23,17 @@ from tests.integration.helpers import eventually, signal
 pytestmark = pytest.mark.e2e
 
 
+async def command(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """One `executor` command as an operator runs it: exit code, stdout + stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "executor", *args, env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
 async def status(env: dict[str, str], *flags: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -94,7 +105,13 @@ async def test_status_shows_streams_group_replicas_dead_letters_and_outcomes(
         assert "5 accepted, 2 invalid" in out
         assert PRIMARY.secret not in out
 
+        probe_env = {**env, "EXECUTOR_METRICS_PORT": fleet[0].env["EXECUTOR_METRICS_PORT"]}
+        assert (await command(probe_env, "check"))[0] == 0
+        code, out = await command(probe_env, "check", "--ready")
+        assert code == 0 and '"ready"' in out
         assert fleet[0].stop() == 0
+        code, out = await command(probe_env, "check")
+        assert code == 1 and "did not answer" in out
 
     async def gone() -> bool:
         return not (await status_json(env))["replicas"]
