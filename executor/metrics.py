@@ -17,6 +17,9 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 
@@ -24,6 +27,7 @@ from executor import __version__
 from executor.observe import Observer
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+disable_created_metrics()  # no *_created series: they double the output and no panel uses them
 
 # Loopback to a venue across the world: 1 ms to 10 s.
 LATENCY_BUCKETS = (
@@ -64,6 +68,9 @@ class Metrics(Observer):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # process_* (CPU, memory, open files) and python_info, as any exporter has.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         self.signals = Counter(
             "executor_signals_total",
             "Signals finished, by outcome and the signal's strategy and source.",
