@@ -146,8 +146,50 @@ class Daemon:
     pipeline: Pipeline
     metrics: Metrics
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    started: bool = False
 
     async def run(self, stop: asyncio.Event, reload: asyncio.Event | None = None) -> None:
+        s = self.settings
+        self._watch_metrics()
+        # Health first: probes get an answer (not ready: starting) during start-up checks.
+        async with HealthServer(self._health(), s.metrics_host, s.metrics_port, self.metrics):
+            if not await self._until_stopped(self._start_up(), stop):
+                log.info("daemon.stopped_while_starting")
+                return
+            self._start(self._watch_halt, "halt-watch")
+            self._start(self._presence, "presence")
+            self._start(self._watch_stream, "stream-watch")
+            if self.pool is not None and len(self.pool.keys) > 1 and s.failback_probe_s > 0:
+                self._start(self._failback, "failback")
+            if self.pool is not None:
+                self._start(self._recheck_accounts, "key-check")
+            if reload is not None:
+                self._start(lambda: self._reload_on(reload), "reload")
+            try:
+                await self.pipeline.run(stop, s.drain_timeout_s)
+            finally:
+                for task in self.tasks:
+                    task.cancel()
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await clear_presence(self.redis, s.stream, s.consumer)
+
+    @staticmethod
+    async def _until_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
+        """Run ``work`` unless ``stop`` comes first; False when it was stopped."""
+        task = asyncio.ensure_future(work)
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return False
+        task.result()  # a configuration error found at start-up stops the daemon
+        return True
+
+    async def _start_up(self) -> None:
+        """Clock and key checks, before the first signal is read."""
         s = self.settings
         try:
             offset = await self.client.sync_time()
@@ -155,10 +197,10 @@ class Daemon:
         except (ConnectionError, httpx.HTTPError) as exc:
             # Not fatal: a 10002 answer carries the server time and resyncs.
             log.warning("clock.unsynced", error=str(exc))
-        self._watch_metrics()
         if self.pool is not None:
             accounts = await verify_accounts(self.client, self.pool, self.metrics.set_key_expiry)
             log.info("keys.verified", accounts=accounts, failover=self.pool.same_account)
+        self.started = True
         log.info(
             "daemon.started",
             stream=s.stream,
@@ -170,30 +212,14 @@ class Daemon:
             rate_limit_per_s=str(s.rate_limit_per_s),
             dry_run=s.dry_run,
         )
-        self._start(self._watch_halt, "halt-watch")
-        self._start(self._presence, "presence")
-        self._start(self._watch_stream, "stream-watch")
-        if self.pool is not None and len(self.pool.keys) > 1 and s.failback_probe_s > 0:
-            self._start(self._failback, "failback")
-        if self.pool is not None:
-            self._start(self._recheck_accounts, "key-check")
-        if reload is not None:
-            self._start(lambda: self._reload_on(reload), "reload")
-        try:
-            health = HealthServer(self._health(), s.metrics_host, s.metrics_port, self.metrics)
-            async with health:
-                await self.pipeline.run(stop, s.drain_timeout_s)
-        finally:
-            for task in self.tasks:
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-            with contextlib.suppress(*REDIS_ERRORS):
-                await clear_presence(self.redis, s.stream, s.consumer)
 
     def _start(self, loop: Callable[[], Awaitable[None]], name: str) -> None:
         self.tasks.append(asyncio.create_task(loop(), name=name))  # type: ignore[arg-type]
 
     def _health(self) -> Health:
+        def starting() -> str | None:
+            return None if self.started else "starting: checking the clock and the API keys"
+
         def redis() -> str | None:
             return None if self.pipeline.redis_ok else "redis unreachable or group missing"
 
@@ -211,7 +237,7 @@ class Daemon:
             usable = [k for k in self.pool.keys if k.name not in self.pool.failed()]
             return None if usable else "no usable API key"
 
-        return Health({"redis": redis, "exchange": exchange, "keys": keys})
+        return Health({"start": starting, "redis": redis, "exchange": exchange, "keys": keys})
 
     def _watch_metrics(self) -> None:
         """Hand the metrics the state they read at scrape time."""

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
+        # `EXECUTOR_SECONDARY_API_KEY=` (empty) means "not set", as in most .env files.
+        env_ignore_empty=True,
     )
 
     redis_url: SecretStr = SecretStr("redis://localhost:6379/0")

@@ -6,9 +6,11 @@ import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -125,3 +127,30 @@ async def test_status_says_when_redis_is_unreachable(names: Names) -> None:
     assert code == 1
     assert "Redis unreachable" in err
     assert "pw-canary" not in out + err
+
+
+async def test_probes_answer_during_start_up_and_sigterm_then_exits_at_once(
+    tmp_path: Path, redis_url: str, names: Names, fleet: list[Proc]
+) -> None:
+    # Every exchange answer takes 5 s: the clock and key checks are slow.
+    with simulator(tmp_path, "--latency-ms", "5000") as (_sim, url):
+        proc = start_daemon(tmp_path, daemon_env(redis_url, url, names))
+        fleet.append(proc)
+        async with httpx.AsyncClient(base_url=proc.health_url, timeout=2) as health:
+
+            async def answering() -> bool:
+                try:
+                    return (await health.get("/healthz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(answering, within=20)
+            ready = await health.get("/readyz")
+        assert "daemon.started" not in proc.output()
+        asked = time.monotonic()
+        assert proc.stop(timeout=10) == 0
+        took = time.monotonic() - asked
+    assert ready.status_code == 503
+    assert ready.json()["problems"]["start"].startswith("starting")
+    assert took < 5  # did not wait for the slow answer it was waiting on
+    assert "daemon.stopped_while_starting" in proc.output()

@@ -198,6 +198,20 @@ def test_env_file_in_cwd_is_read(clean_environment: Path) -> None:
     assert settings.primary_api_secret.get_secret_value() == SECRET
 
 
+def test_empty_variables_mean_not_set(
+    clean_environment: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (clean_environment / ".env").write_text(
+        "EXECUTOR_PRIMARY_API_KEY=KEY123456789\n"
+        f"EXECUTOR_PRIMARY_API_SECRET={SECRET}\n"
+        "EXECUTOR_SECONDARY_API_KEY=\nEXECUTOR_SECONDARY_API_SECRET=\n"
+    )
+    monkeypatch.setenv("EXECUTOR_QUEUE_SIZE", "")
+    settings = load_settings()
+    assert settings.secondary_api_key is None and settings.secondary_api_secret is None
+    assert settings.queue_size == 1000
+
+
 def test_environment_wins_over_env_file(
     monkeypatch: pytest.MonkeyPatch, clean_environment: Path
 ) -> None:
