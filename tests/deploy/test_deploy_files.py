@@ -443,7 +443,8 @@ def test_probes_ask_the_daemons_health_endpoints() -> None:
         http = c[probe]["httpGet"]
         assert (http["path"], container_port(http["port"])) == (path, METRICS_PORT), probe
     startup = c["startupProbe"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 60
+    # /healthz answers within a second or two of the start; leave room for a slow node.
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 20
 
 
 def test_pod_is_locked_down() -> None:
