@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
-
-import httpx
-import pytest
 
 from executor.bybit.client import BybitClient
 from executor.bybit.sim_instruments import BUILTIN_INSTRUMENTS
-from executor.bybit.simulator import SimConfig, SimulatorServer
+from executor.bybit.simulator import SimulatorServer
 from executor.instruments import Instrument, MarketData
 
 
@@ -22,18 +18,6 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[SimulatorServer]:
-    async with SimulatorServer(SimConfig(seed=7), host="127.0.0.1", port=0) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(sim: SimulatorServer) -> AsyncIterator[BybitClient]:
-    async with httpx.AsyncClient(timeout=5) as http:
-        yield BybitClient(http, sim.url)
-
-
 def asked(sim: SimulatorServer, path: str) -> int:
     return int(sim.state.stats.requests[path])
 
@@ -43,9 +27,9 @@ TICKERS = "/v5/market/tickers"
 
 
 async def test_linear_instrument_matches_the_simulator_table(
-    sim: SimulatorServer, client: BybitClient
+    sim: SimulatorServer, bybit: BybitClient
 ) -> None:
-    market = MarketData(client, clock=FakeClock())
+    market = MarketData(bybit, clock=FakeClock())
     got = await market.instrument("linear", "BTCUSDT")
     table = next(i for i in BUILTIN_INSTRUMENTS if (i.category, i.symbol) == ("linear", "BTCUSDT"))
     assert got == Instrument(
@@ -75,8 +59,8 @@ async def test_linear_instrument_matches_the_simulator_table(
     )
 
 
-async def test_spot_instrument_is_read_from_its_own_row(client: BybitClient) -> None:
-    got = await MarketData(client, clock=FakeClock()).instrument("spot", "ETHUSDT")
+async def test_spot_instrument_is_read_from_its_own_row(bybit: BybitClient) -> None:
+    got = await MarketData(bybit, clock=FakeClock()).instrument("spot", "ETHUSDT")
     assert got is not None
     assert (got.category, got.qty_step, got.min_qty, got.min_notional, got.max_notional) == (
         "spot",
@@ -88,10 +72,10 @@ async def test_spot_instrument_is_read_from_its_own_row(client: BybitClient) -> 
 
 
 async def test_instruments_are_cached_until_the_refresh_interval(
-    sim: SimulatorServer, client: BybitClient
+    sim: SimulatorServer, bybit: BybitClient
 ) -> None:
     clock = FakeClock()
-    market = MarketData(client, refresh_s=3600, clock=clock)
+    market = MarketData(bybit, refresh_s=3600, clock=clock)
     first = await market.instrument("linear", "BTCUSDT")
     clock.now += 3599
     assert await market.instrument("linear", "BTCUSDT") == first
@@ -101,8 +85,8 @@ async def test_instruments_are_cached_until_the_refresh_interval(
     assert asked(sim, INFO) == 2
 
 
-async def test_unknown_symbol_is_none(sim: SimulatorServer, client: BybitClient) -> None:
-    market = MarketData(client, clock=FakeClock())
+async def test_unknown_symbol_is_none(sim: SimulatorServer, bybit: BybitClient) -> None:
+    market = MarketData(bybit, clock=FakeClock())
     assert await market.instrument("linear", "NOPEUSDT") is None
     # Listed in spot only for ETH/BTC: SOL is not a spot instrument in the simulator.
     assert await market.instrument("spot", "SOLUSDT") is None
@@ -110,10 +94,10 @@ async def test_unknown_symbol_is_none(sim: SimulatorServer, client: BybitClient)
 
 
 async def test_last_price_follows_the_ticker_after_the_ttl(
-    sim: SimulatorServer, client: BybitClient
+    sim: SimulatorServer, bybit: BybitClient
 ) -> None:
     clock = FakeClock()
-    market = MarketData(client, price_ttl_s=5, clock=clock)
+    market = MarketData(bybit, price_ttl_s=5, clock=clock)
     assert await market.last_price("linear", "BTCUSDT") == Decimal("65000.00")
     sim.state.set_price("BTCUSDT", "61234.50", category="linear")
     clock.now += 4.9
@@ -125,18 +109,18 @@ async def test_last_price_follows_the_ticker_after_the_ttl(
     assert asked(sim, TICKERS) == 2
 
 
-async def test_prices_are_kept_per_category(sim: SimulatorServer, client: BybitClient) -> None:
+async def test_prices_are_kept_per_category(sim: SimulatorServer, bybit: BybitClient) -> None:
     sim.state.set_price("BTCUSDT", "64000", category="spot")
-    market = MarketData(client, clock=FakeClock())
+    market = MarketData(bybit, clock=FakeClock())
     assert await market.last_price("spot", "BTCUSDT") == Decimal(64000)
     assert await market.last_price("linear", "BTCUSDT") == Decimal("65000.00")
 
 
 async def test_cached_instrument_is_served_while_the_venue_fails(
-    sim: SimulatorServer, client: BybitClient
+    sim: SimulatorServer, bybit: BybitClient
 ) -> None:
     clock = FakeClock()
-    market = MarketData(client, refresh_s=60, price_ttl_s=5, retry_s=5, clock=clock)
+    market = MarketData(bybit, refresh_s=60, price_ttl_s=5, retry_s=5, clock=clock)
     first = await market.instrument("linear", "BTCUSDT")
     assert first is not None
     assert await market.last_price("linear", "BTCUSDT") == Decimal("65000.00")

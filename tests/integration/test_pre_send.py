@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 from pydantic import SecretStr
 
 from executor.app import pre_send
 from executor.bybit.client import ApiKey, BybitClient
 from executor.bybit.sim_state import PRIMARY
-from executor.bybit.simulator import SimConfig, SimulatorServer
+from executor.bybit.simulator import SimulatorServer
 from executor.instruments import MarketData
 from executor.limiter import TokenBucket
 from executor.settings import load_settings
@@ -20,12 +18,6 @@ from executor.signals import parse_signal
 from executor.submitter import Submitter
 from tests.integration.helpers import signal
 from tests.unit_helpers import encode
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimulatorServer]:
-    async with SimulatorServer(SimConfig(), host="127.0.0.1", port=0) as server:
-        yield server
 
 
 async def submitter(sim: SimulatorServer, http: httpx.AsyncClient, **risk: str) -> Submitter:

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from executor.bybit.client import ApiKey, BybitClient
 from executor.bybit.sim_state import PRIMARY, SECONDARY
-from executor.bybit.simulator import SimConfig, SimulatorServer
+from executor.bybit.simulator import SimulatorServer
 from executor.limiter import TokenBucket
 from executor.signals import parse_signal
 from executor.submitter import Outcome, Submitter, Unresolved
@@ -23,12 +23,6 @@ from tests.unit_helpers import encode
 GOOD = ApiKey("primary", PRIMARY.api_key, SecretStr(PRIMARY.secret))
 SPARE = ApiKey("secondary", SECONDARY.api_key, SecretStr(SECONDARY.secret))
 WRONG = ApiKey("primary", PRIMARY.api_key, SecretStr("not-the-secret"))
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimulatorServer]:
-    async with SimulatorServer(SimConfig(seed=7), host="127.0.0.1", port=0) as server:
-        yield server
 
 
 @pytest.fixture
