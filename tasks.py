@@ -64,7 +64,7 @@ def ensure_tools() -> None:
               "for the deployment tests", flush=True)  # fmt: skip
         return
     print(f"installing {' '.join(missing)} with apt-get", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "NEEDRESTART_SUSPEND": "1"}
     install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
     subprocess.run(["apt-get", "update", "-qq"], stdout=subprocess.DEVNULL, env=env, check=False)
     subprocess.run(install, stdout=subprocess.DEVNULL, env=env, check=True)
