@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 
 from executor import logs
 from executor.breaker import CircuitBreaker, State
+from executor.budget import SharedBudget, account_name, key_name
 from executor.bybit.client import ApiKey, BybitClient
 from executor.dedup import Dedup
 from executor.health import Health, HealthServer
@@ -24,7 +25,7 @@ from executor.instruments import MarketData, Refusal, fit
 from executor.intake import Intake
 from executor.keycheck import days_to_expiry
 from executor.keys import KeyPool
-from executor.limiter import TokenBucket
+from executor.limiter import LocalBudget
 from executor.metrics import Metrics
 from executor.pipeline import REDIS_ERRORS, Job, Pipeline
 from executor.risk import RiskGate, RiskLimits
@@ -145,6 +146,7 @@ class Daemon:
     halt: Halt
     pipeline: Pipeline
     metrics: Metrics
+    budget: SharedBudget | LocalBudget | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started: bool = False
 
@@ -200,6 +202,9 @@ class Daemon:
         if self.pool is not None:
             accounts = await verify_accounts(self.client, self.pool, self.metrics.set_key_expiry)
             log.info("keys.verified", accounts=accounts, failover=self.pool.same_account)
+            if isinstance(self.budget, SharedBudget) and s.rate_limit_key is None and accounts:
+                # Bybit counts per account: every replica and key of it shares one budget.
+                self.budget.name = account_name(next(iter(accounts.values())))
         self.started = True
         log.info(
             "daemon.started",
@@ -210,6 +215,7 @@ class Daemon:
             keys=[f"{k.name}:{k.fingerprint}" for k in api_keys(s)],
             queue_size=s.queue_size,
             rate_limit_per_s=str(s.rate_limit_per_s),
+            rate_budget=self.budget.name if isinstance(self.budget, SharedBudget) else "local",
             dry_run=s.dry_run,
         )
 
@@ -402,6 +408,19 @@ def pre_send(settings: Settings, market: MarketData) -> Prepare:
     return prepare
 
 
+def rate_budget(
+    settings: Settings, redis: Redis, keys: list[ApiKey], clock: Callable[[], float]
+) -> SharedBudget | LocalBudget:
+    """The order budget: shared through Redis by every replica (named by the
+    account once start-up has verified it), or paced by this process alone."""
+    rate, burst = settings.rate_limit_per_s, settings.rate_limit_burst
+    if not settings.rate_limit_shared:
+        return LocalBudget.paced(rate, burst, clock=clock)
+    name = settings.rate_limit_key or (key_name(keys[0].key) if keys else "unkeyed")
+    margin_s = settings.rate_limit_margin_ms / 1000
+    return SharedBudget.on(redis, name=name, rate=rate, burst=burst, margin_s=margin_s)
+
+
 @contextlib.asynccontextmanager
 async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[Daemon]:
     keys = api_keys(settings)
@@ -451,11 +470,11 @@ async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[D
         market = MarketData(client, refresh_s=settings.instruments_refresh_s)
         submitter_options.setdefault("prepare", pre_send(settings, market))
         halt = Halt()
-        limiter = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst, clock=loop.time)
+        budget = rate_budget(settings, redis, keys, loop.time)
         submitter = Submitter(
             client,
             pool if pool is not None else [],
-            limiter,
+            budget,
             max_attempts=settings.max_attempts,
             dry_run=settings.dry_run,
             halted=halt,
@@ -485,7 +504,9 @@ async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[D
             claim_idle_ms=settings.claim_idle_ms,
             observer=metrics,
         )
-        yield Daemon(settings, redis, http, client, pool, breaker, halt, pipeline, metrics)
+        yield Daemon(
+            settings, redis, http, client, pool, breaker, halt, pipeline, metrics, budget=budget
+        )
     finally:
         await http.aclose()
         await redis.aclose()

@@ -1,8 +1,12 @@
-"""Token bucket on an injected clock.
+"""Token bucket on an injected clock, and how a budget answers the exchange's headers.
 
 Tokens accrue continuously at ``rate`` per second up to ``burst``. A waiter
 is woken once, at the moment its token exists (one timer per waiter, not a
 polling loop), and waiters are served in arrival order.
+
+``follow`` is the one policy for what an order answer's ``X-Bapi-Limit*``
+headers (and a 10006) change: every budget, local or shared, applies it.
+``LocalBudget`` is the budget of a process that paces alone.
 """
 
 from __future__ import annotations
@@ -10,7 +14,14 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
+
+# After a 10006 the whole account slows down for a while, not just one order.
+THROTTLE_FACTOR = 0.8
+THROTTLE_S = 10.0
+# A 10006 without X-Bapi-Limit-Reset-Timestamp: Bybit's documented fallback.
+RESET_FALLBACK_S = 2.0
 
 
 class TokenBucket:
@@ -39,6 +50,11 @@ class TokenBucket:
     @property
     def rate(self) -> float:
         return self._rate
+
+    @property
+    def base_rate(self) -> float:
+        """The rate without a throttle: the constructor's, or the last ``set_rate``."""
+        return self._base_rate
 
     def set_rate(self, rate: float | Decimal) -> None:
         """Change the refill rate (a lower account limit); tokens so far are kept."""
@@ -139,3 +155,116 @@ class TokenBucket:
             return
         loop = self._loop or asyncio.get_running_loop()
         self._timer = loop.call_later(self.delay(), self.wake)
+
+
+@dataclass(frozen=True, slots=True)
+class Venue:
+    """What one answer's rate-limit headers said: ``X-Bapi-Limit``,
+    ``X-Bapi-Limit-Status`` and the reset, as seconds from now."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset_in_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What a budget changes after one answer."""
+
+    hold_s: float = 0.0  # grant nothing for this long
+    slow: bool = False  # a 10006: run at THROTTLE_FACTOR for THROTTLE_S
+    cap: int | None = None  # the exchange's limit, below the configured rate: pace at it
+    uncap: bool = False  # the exchange's limit is back at or above the configured rate
+
+    def __bool__(self) -> bool:
+        return self.hold_s > 0 or self.slow or self.cap is not None or self.uncap
+
+
+def follow(
+    configured: float, cap: int | None, venue: Venue, *, refused: bool, next_in_s: float
+) -> Step:
+    """The budget's answer to one order answer.
+
+    ``cap`` is the exchange limit the budget paces at now (None: the configured
+    rate). ``next_in_s`` is how long until the budget would grant anyway: a
+    spent window that resets sooner needs no hold. ``refused``: the answer was
+    a 10006, so hold until the reset and slow down.
+    """
+    new_cap, uncap = None, False
+    limit = venue.limit
+    if limit is not None and limit > 0:
+        if limit < configured and limit != cap:
+            new_cap = limit
+        elif limit >= configured and cap is not None:
+            uncap = True
+    hold = 0.0
+    reset = venue.reset_in_s
+    if refused:
+        hold = max(0.0, RESET_FALLBACK_S if reset is None else reset)
+    elif venue.remaining == 0 and reset is not None and reset > max(0.0, next_in_s):
+        hold = reset
+    return Step(hold_s=hold, slow=refused, cap=new_cap, uncap=uncap)
+
+
+class LocalBudget:
+    """The account's budget paced by this process alone: one TokenBucket per category.
+
+    Right for a single replica. With several, each paces on its own and Bybit
+    counts their sum; ``executor.budget.SharedBudget`` shares one through Redis.
+    """
+
+    def __init__(
+        self, rate: float | Decimal, make: Callable[[], TokenBucket], *, window_s: float = 1.0
+    ) -> None:
+        self._rate = float(rate)
+        self._make = make
+        self._window_s = window_s
+        self._buckets: dict[str, TokenBucket] = {}
+        self._caps: dict[str, int] = {}
+
+    @classmethod
+    def paced(cls, rate: float | Decimal, burst: int, *, clock: Callable[[], float]) -> LocalBudget:
+        return cls(rate, lambda: TokenBucket(rate, burst, clock=clock))
+
+    @classmethod
+    def of(cls, bucket: TokenBucket) -> LocalBudget:
+        """One bucket for every category."""
+        return cls(bucket.base_rate, lambda: bucket)
+
+    def bucket(self, category: str) -> TokenBucket:
+        bucket = self._buckets.get(category)
+        if bucket is None:
+            bucket = self._buckets[category] = self._make()
+        return bucket
+
+    async def acquire(self, category: str, within_s: float) -> bool:
+        """Wait for a token; False when none came within ``within_s``."""
+        bucket = self.bucket(category)
+        if bucket.try_acquire():
+            return True
+        if within_s <= 0:
+            return False
+        try:
+            async with asyncio.timeout(within_s):
+                await bucket.acquire()
+        except TimeoutError:
+            return False
+        return True
+
+    async def heard(self, category: str, venue: Venue, *, refused: bool = False) -> None:
+        bucket = self.bucket(category)
+        cap = self._caps.get(category)
+        step = follow(self._rate, cap, venue, refused=refused, next_in_s=bucket.delay())
+        if step.cap is not None:
+            self._caps[category] = step.cap
+            bucket.set_rate(step.cap)
+            if step.cap < (self._rate if cap is None else cap):
+                # What went out at the higher rate must leave Bybit's window first.
+                bucket.hold(self._window_s)
+        elif step.uncap:
+            del self._caps[category]
+            bucket.set_rate(self._rate)
+        if step.hold_s > 0:
+            bucket.hold(step.hold_s)
+        if step.slow:
+            bucket.throttle(THROTTLE_FACTOR, THROTTLE_S)

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
 
     rate_limit_per_s: Decimal = Field(Decimal(10), gt=0, le=100_000)
     rate_limit_burst: int = Field(1, ge=1, le=100_000)
+    # One budget per account in Redis, shared by every replica; false: each paces alone.
+    rate_limit_shared: bool = True
+    # The shared budget's name in its Redis keys (default: the account's userID).
+    rate_limit_key: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
+    # The shared budget counts a window this much longer than Bybit's second (network jitter).
+    rate_limit_margin_ms: int = Field(10, ge=0, le=1000)
 
     breaker_failures: int = Field(5, ge=1, le=1000)
     breaker_failure_ratio: float = Field(0.5, gt=0, le=1)

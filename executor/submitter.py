@@ -5,7 +5,9 @@ from the verdict alone. A resend always carries the same orderLinkId, and an
 answer whose outcome is unknown is reconciled by looking the order up before
 anything is sent again. Local gates (kill switch, risk, instrument rules) run
 before a rate-limit token is spent; the IP ban and the circuit breaker hold
-requests back without counting them as attempts.
+requests back without counting them as attempts. Every order answer's rate-limit
+headers go back to the budget, which follows the exchange's limit down and
+holds when the exchange says the window is spent.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from executor.bybit.client import Answer, ApiKey, BybitClient
 from executor.keys import KeyPool
-from executor.limiter import TokenBucket
+from executor.limiter import LocalBudget, TokenBucket, Venue
 from executor.observe import NO_OBSERVER, Observer
 from executor.outcome import (
     RATE_LIMIT_CODE,
@@ -31,11 +33,7 @@ from executor.outcome import (
 )
 from executor.signals import Signal
 
-RATE_LIMIT_FALLBACK_MS = 2000
 LOOKUP_ATTEMPTS = 5
-# After a 10006 the whole account slows down for a while, not just this order.
-THROTTLE_FACTOR = 0.8
-THROTTLE_S = 10.0
 
 # The order body to send, or the reason it must not be sent (risk, instrument rules).
 Prepare = Callable[[Signal], Awaitable[dict[str, Any] | str]]
@@ -43,6 +41,18 @@ Prepare = Callable[[Signal], Awaitable[dict[str, Any] | str]]
 
 async def plain_body(signal: Signal) -> dict[str, Any] | str:
     return signal.order_body()
+
+
+class Budget(Protocol):
+    """The account's order-create budget (``LocalBudget``, or ``budget.SharedBudget``)."""
+
+    async def acquire(self, category: str, within_s: float) -> bool:
+        """Wait for a grant; False when none can come within ``within_s``."""
+        ...
+
+    async def heard(self, category: str, venue: Venue, *, refused: bool = False) -> None:
+        """An order answer's rate-limit headers; ``refused``: it was a 10006."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +81,7 @@ class Submitter:
         self,
         client: BybitClient,
         keys: KeyPool | Sequence[ApiKey],
-        limiter: TokenBucket,
+        limiter: Budget | TokenBucket,
         *,
         max_attempts: int = 5,
         dry_run: bool = False,
@@ -93,7 +103,7 @@ class Submitter:
         else:
             raise ValueError("at least one API key is needed to submit orders")
         self._client = client
-        self._limiter = limiter
+        self._budget = LocalBudget.of(limiter) if isinstance(limiter, TokenBucket) else limiter
         self._max_attempts = max_attempts
         self._dry_run = dry_run
         self._halted = halted
@@ -134,9 +144,9 @@ class Submitter:
                 await self._sleep(min(paused, self._left_s(signal)))
                 continue
             waiting = time.monotonic()
-            await self._limiter.acquire()
+            granted = await self._budget.acquire(signal.category.value, self._left_s(signal))
             self._observer.token_wait(time.monotonic() - waiting)
-            if self._expired(signal):
+            if not granted or self._expired(signal):
                 return _with_answer(replace(base, status="expired", attempts=attempts), last)
             key = self._pool.active if self._pool else key
             if attempts == 0 and received_ms is not None:
@@ -147,6 +157,8 @@ class Submitter:
             attempts += 1
             last = answer
             base = replace(base, key=key.name)
+            refused = answer.reply.ret_code == RATE_LIMIT_CODE
+            await self._budget.heard(signal.category.value, self._venue(answer), refused=refused)
             verdict = classify(answer.reply)
             self._observer.order_answer(verdict.value, answer.reply.ret_code)
             if verdict is Verdict.ACCEPTED:
@@ -183,6 +195,20 @@ class Submitter:
     def _left_s(self, signal: Signal) -> float:
         return max(0.0, (signal.deadline_ms - self._wall_ms()) / 1000)
 
+    def _venue(self, answer: Answer) -> Venue:
+        """The answer's rate-limit headers, its reset read on the exchange's clock.
+
+        The measured clock offset is used only when it lengthens the wait: taken
+        from one round trip, it can be tens of milliseconds off, and a hold that
+        ends early earns the 10006 it was meant to avoid.
+        """
+        rate = answer.rate
+        reset_in_s = None
+        if rate.reset_ms is not None:
+            server_now_ms = self._wall_ms() + min(0.0, self._client.offset_ms)
+            reset_in_s = (rate.reset_ms - server_now_ms) / 1000
+        return Venue(rate.limit, rate.remaining, reset_in_s)
+
     async def _recover(self, answer: Answer, attempts: int) -> None:
         """After a rejection-before-processing: fix what caused it, then wait."""
         code = answer.reply.ret_code
@@ -194,12 +220,7 @@ class Submitter:
                 await self._client.sync_time()
             return
         if code == RATE_LIMIT_CODE:
-            # Every worker shares the bucket: hold it until the exchange's window
-            # resets, then run slower for a while.
-            reset = answer.rate.reset_ms or int(self._wall_ms()) + RATE_LIMIT_FALLBACK_MS
-            self._limiter.hold(max(0.0, (reset - self._wall_ms()) / 1000))
-            self._limiter.throttle(THROTTLE_FACTOR, THROTTLE_S)
-            return
+            return  # the budget holds every sender until the reset, then runs slower
         await self._sleep(backoff_s(attempts, rng=self._rng))
 
     async def _lookup(self, key: ApiKey, signal: Signal) -> str | None:

@@ -13,9 +13,9 @@ from pydantic import SecretStr
 
 from executor.bybit.client import ApiKey, BybitClient
 from executor.keys import KeyPool
-from executor.limiter import TokenBucket
+from executor.limiter import THROTTLE_FACTOR, TokenBucket, Venue
 from executor.signals import parse_signal
-from executor.submitter import THROTTLE_FACTOR, Submitter, backoff_s
+from executor.submitter import Submitter, backoff_s
 from tests.unit_helpers import encode
 
 KEY = ApiKey("primary", "KEY", SecretStr("secret"))
@@ -144,3 +144,51 @@ async def test_lookup_refused_on_the_primary_key_asks_again_on_the_secondary() -
         ("/v5/order/realtime", "KEY2"),
     ]
     assert pool.active.name == "secondary" and list(pool.failed()) == ["primary"]
+
+
+async def test_an_answer_showing_a_lower_limit_slows_the_budget_to_it() -> None:
+    clock = [0.0]
+    bucket = TokenBucket(10, 1, clock=lambda: clock[0])
+    lower = {"X-Bapi-Limit": "5", "X-Bapi-Limit-Status": "3",
+             "X-Bapi-Limit-Reset-Timestamp": str(int(NOW_MS))}  # fmt: skip
+    ok = httpx.Response(200, content=envelope(0, "OK", {"orderId": "o-1"}), headers=lower)
+    outcome = await submitter(Script([ok]), bucket, []).submit(parse_signal(signal_bytes()))
+    assert outcome.status == "accepted"
+    assert bucket.rate == 5.0
+
+
+async def test_an_accepted_order_that_spends_the_window_holds_until_its_reset() -> None:
+    clock = [0.0]
+    bucket = TokenBucket(10, 1, clock=lambda: clock[0])
+    spent = {"X-Bapi-Limit": "10", "X-Bapi-Limit-Status": "0",
+             "X-Bapi-Limit-Reset-Timestamp": str(int(NOW_MS) + 250)}  # fmt: skip
+    ok = httpx.Response(200, content=envelope(0, "OK", {"orderId": "o-1"}), headers=spent)
+    outcome = await submitter(Script([ok]), bucket, []).submit(parse_signal(signal_bytes()))
+    assert outcome.status == "accepted"
+    assert bucket.delay() == pytest.approx(0.25)  # not the 0.1 s of the next token
+
+
+class NoGrant:
+    """A budget that cannot grant before the deadline (Redis away, or the window full)."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, float]] = []
+
+    async def acquire(self, category: str, within_s: float) -> bool:
+        self.asked.append((category, within_s))
+        return False
+
+    async def heard(self, category: str, venue: Venue, *, refused: bool = False) -> None:
+        raise AssertionError("nothing was sent, so nothing was heard")
+
+
+async def test_no_grant_before_the_deadline_ends_expired_with_nothing_sent() -> None:
+    script = Script([])
+    budget = NoGrant()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(script))
+    client = BybitClient(http, "http://bybit.test", wall_ms=lambda: NOW_MS)
+    sub = Submitter(client, [KEY], budget, wall_ms=lambda: NOW_MS)
+    outcome = await sub.submit(parse_signal(signal_bytes()))
+    assert (outcome.status, outcome.attempts) == ("expired", 0)
+    assert script.bodies == []
+    assert budget.asked == [("linear", 60.0)]  # the signal's TTL left

@@ -1,0 +1,297 @@
+"""The account's order budget, shared by every replica through Redis.
+
+Bybit counts order creations per account (UID) and category over a rolling
+second, whichever replica sends them. One Lua script keeps, per budget name
+and category, the pacing schedule (GCRA: the earliest moment of the next
+grant) and the log of the grants of the last window, and reads the time from
+Redis (``TIME``), so the replicas' clocks do not matter. A grant needs both:
+the schedule's moment has come, and fewer than the limit were granted within
+the window. The window is Bybit's second plus a margin, so that network jitter
+between the grant and the exchange's arrival stamp cannot put one more order
+into the exchange's second.
+
+A refusal names the wait; the caller sleeps exactly that long and asks again.
+Within one process the waiters of a category queue on one lock, so they are
+served in arrival order and only the first asks Redis: one EVALSHA per order
+while the budget has room. A hold after a 10006, the slower pace that follows
+it, and a lower limit learnt from ``X-Bapi-Limit`` are written to the same
+state, so every replica follows them.
+
+Redis unreachable: nothing is granted, so nothing is sent. An order waits
+(asking again with capped backoff) until its signal's TTL is used up and then
+ends ``expired``: never sent, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from executor.limiter import THROTTLE_FACTOR, THROTTLE_S, Venue, follow
+
+log = structlog.get_logger("executor")
+
+PREFIX = "executor:budget"
+CALL_TIMEOUT_S = 2.0  # one script call; a hung Redis counts as unreachable
+RETRY_BASE_S = 0.05
+RETRY_CAP_S = 1.0
+STATE_TTL_S = 60  # a learnt limit outlives a quiet minute; then the keys expire
+
+# KEYS[1]: state hash (tat: the schedule's next grant, µs; cap: the exchange's
+#   lower limit; slow_until, slow: the throttle after a 10006).
+# KEYS[2]: sorted set of the grants of the last window, scored by their time (µs).
+# ARGV: op, rate per second, burst, window (µs), then
+#   take:   grant id
+#   adjust: hold (µs), cap (-1 keep, 0 clear, n set), slow factor, slow for (µs)
+# Replies (times in µs, now by Redis's clock):
+#   take:   {1, until the next grant could come, cap|-1, now} or {0, to wait, cap|-1, now}
+#   adjust: {cap|-1, now}
+SCRIPT = """
+local function fmt(x) return string.format('%.0f', x) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local op = ARGV[1]
+local rate, burst, window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local s = redis.call('HMGET', KEYS[1], 'tat', 'cap', 'slow_until', 'slow')
+local tat = tonumber(s[1]) or now
+local cap = tonumber(s[2])
+local slow_until = tonumber(s[3]) or 0
+local slow = tonumber(s[4]) or 1
+if op == 'adjust' then
+  local new_cap = tonumber(ARGV[6])
+  if new_cap == 0 then
+    cap = nil
+    redis.call('HDEL', KEYS[1], 'cap')
+  elseif new_cap > 0 then
+    cap = new_cap
+    redis.call('HSET', KEYS[1], 'cap', ARGV[6])
+  end
+  local slow_for = tonumber(ARGV[8])
+  if slow_for > 0 then
+    slow, slow_until = tonumber(ARGV[7]), now + slow_for
+    redis.call('HSET', KEYS[1], 'slow', ARGV[7], 'slow_until', fmt(slow_until))
+  end
+end
+local pace = rate
+if cap and cap < pace then pace = cap end
+local limit = math.ceil(pace)
+if now < slow_until then pace = pace * slow end
+local interval = 1000000 / pace
+local tolerance = (burst - 1) * interval
+local function keep()
+  redis.call('HSET', KEYS[1], 'tat', fmt(tat))
+  local ttl = math.max(tat, slow_until, now) - now + window + tonumber(ARGV[#ARGV]) * 1000000
+  redis.call('PEXPIRE', KEYS[1], fmt(math.ceil(ttl / 1000)))
+end
+local function log_edge(count)
+  if count < limit then return 0 end
+  local edge = redis.call('ZRANGE', KEYS[2], count - limit, count - limit, 'WITHSCORES')
+  return tonumber(edge[2]) + window
+end
+if op == 'adjust' then
+  local hold = tonumber(ARGV[5])
+  if hold > 0 then tat = math.max(tat, now + hold + tolerance) end
+  keep()
+  return {cap or -1, now}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now - window))
+local count = redis.call('ZCARD', KEYS[2])
+local at = math.max(tat - tolerance, log_edge(count))
+if at > now then return {0, math.ceil(at - now), cap or -1, now} end
+-- late by up to a tenth of the interval (the sleep, the round trip): keep the schedule
+tat = math.max(tat, now - interval / 10) + interval
+redis.call('ZADD', KEYS[2], fmt(now), ARGV[5])
+redis.call('PEXPIRE', KEYS[2], fmt(math.ceil(window / 1000) + 1000))
+keep()
+local next_at = math.max(tat - tolerance, log_edge(count + 1))
+return {1, math.max(0, math.ceil(next_at - now)), cap or -1, now}
+"""
+
+# An awaitable script call, as `Redis.register_script` returns it.
+Script = Callable[..., Awaitable[Any]]
+
+UNAVAILABLE = (RedisError, OSError)  # OSError: also ConnectionError and TimeoutError
+
+
+def budget_keys(name: str, category: str) -> list[str]:
+    """The two keys of one budget: its state and its log of grants."""
+    base = f"{PREFIX}:{name}:{category}"
+    return [base, f"{base}:log"]
+
+
+def account_name(user_id: str) -> str:
+    """The budget of a Bybit account, named by its userID."""
+    return f"uid-{user_id}"
+
+
+def key_name(api_key: str) -> str:
+    """The budget of an API key whose account is not known (a digest, not the key)."""
+    return f"key-{hashlib.sha256(api_key.encode()).hexdigest()[:16]}"
+
+
+@dataclass
+class _Lane:
+    """One category's state in this process."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    cap: int | None = None  # the exchange's lower limit, as last read from Redis
+    # By the local clock: nothing is granted before ``next_at`` (a lower bound, read
+    # from before the call); ``ready_at`` is when asking again is worth a call.
+    next_at: float = float("-inf")
+    ready_at: float = float("-inf")
+
+
+class SharedBudget:
+    def __init__(
+        self,
+        script: Script,
+        *,
+        name: str,
+        rate: float | Decimal,
+        burst: int = 1,
+        margin_s: float = 0.01,
+        window_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        call_timeout_s: float = CALL_TIMEOUT_S,
+    ) -> None:
+        if rate <= 0 or burst < 1 or margin_s < 0:
+            raise ValueError("rate must be > 0, burst >= 1 and margin_s >= 0")
+        self.name = name
+        self._script = script
+        self._rate = float(rate)
+        self._burst = burst
+        self._window_us = round((window_s + margin_s) * 1_000_000)
+        self._clock = clock
+        self._sleep = sleep
+        self._call_timeout_s = call_timeout_s
+        self._lanes: dict[str, _Lane] = {}
+        self._id = uuid.uuid4().hex[:12]
+        self._grants = 0
+
+    @classmethod
+    def on(cls, redis: Redis, **options: Any) -> SharedBudget:
+        return cls(redis.register_script(SCRIPT), **options)
+
+    def keys(self, category: str) -> list[str]:
+        return budget_keys(self.name, category)
+
+    def _lane(self, category: str) -> _Lane:
+        lane = self._lanes.get(category)
+        if lane is None:
+            lane = self._lanes[category] = _Lane()
+        return lane
+
+    async def _call(self, category: str, op: str, *args: str | int | float) -> list[int]:
+        argv = [op, self._rate, self._burst, self._window_us, *args, STATE_TTL_S]
+        async with asyncio.timeout(self._call_timeout_s):
+            reply = await self._script(keys=self.keys(category), args=argv)
+        return [int(x) for x in reply]
+
+    async def acquire(self, category: str, within_s: float) -> bool:
+        """Wait for a grant; False, as soon as that is clear, when none can come
+        within ``within_s`` (the exchange's window or Redis will not allow it)."""
+        deadline = self._clock() + within_s
+        lane = self._lane(category)
+        async with lane.lock:
+            failures = 0
+            while True:
+                left = deadline - self._clock()
+                if left <= 0:
+                    return False
+                early = lane.ready_at - self._clock()
+                if early > 0:
+                    # This process's last grant says when the next can be: no call before.
+                    if early >= left:
+                        return False
+                    await self._sleep(early)
+                    continue
+                asked = self._clock()
+                try:
+                    self._grants += 1
+                    granted, micros, cap, _now = await self._call(
+                        category, "take", f"{self._id}:{self._grants}"
+                    )
+                except UNAVAILABLE as exc:
+                    failures += 1
+                    delay = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** (failures - 1))
+                    log.warning(
+                        "budget.unavailable",
+                        error=type(exc).__name__,
+                        budget=self.name,
+                        category=category,
+                        retry_in_s=delay,
+                    )
+                    if delay >= left:
+                        return False
+                    await self._sleep(delay)
+                    continue
+                self._note_cap(category, lane, cap)
+                if granted:
+                    lane.next_at = asked + micros / 1_000_000
+                    lane.ready_at = self._clock() + micros / 1_000_000
+                    return True
+                wait = micros / 1_000_000
+                if wait >= left:
+                    return False
+                await self._sleep(wait)
+
+    async def heard(self, category: str, venue: Venue, *, refused: bool = False) -> None:
+        """Share what an order answer's headers say; one script call, only when
+        something changes."""
+        lane = self._lane(category)
+        step = follow(
+            self._rate, lane.cap, venue, refused=refused, next_in_s=lane.next_at - self._clock()
+        )
+        if not step:
+            return
+        cap = step.cap if step.cap is not None else (0 if step.uncap else -1)
+        asked = self._clock()
+        try:
+            new_cap, _now = await self._call(
+                category,
+                "adjust",
+                round(step.hold_s * 1_000_000),
+                cap,
+                THROTTLE_FACTOR,
+                round(THROTTLE_S * 1_000_000) if step.slow else 0,
+            )
+        except UNAVAILABLE as exc:
+            # Not shared: the next 10006 (or spent window) tells it again.
+            log.warning(
+                "budget.unavailable", error=type(exc).__name__, budget=self.name, during="adjust"
+            )
+            return
+        self._note_cap(category, lane, new_cap)
+        lane.next_at = max(lane.next_at, asked + step.hold_s)
+        if refused or step.hold_s > 0:
+            (log.warning if refused else log.info)(
+                "budget.hold",
+                budget=self.name,
+                category=category,
+                hold_s=round(step.hold_s, 3),
+                slow_s=THROTTLE_S if step.slow else 0,
+                reason="10006" if refused else "window spent",
+            )
+
+    def _note_cap(self, category: str, lane: _Lane, cap: int) -> None:
+        known = cap if cap > 0 else None
+        if known != lane.cap:
+            lane.cap = known
+            log.warning(
+                "budget.limit",
+                budget=self.name,
+                category=category,
+                limit=known if known is not None else self._rate,
+                source="exchange" if known is not None else "settings",
+            )
