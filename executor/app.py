@@ -19,6 +19,7 @@ from executor import logs
 from executor.breaker import CircuitBreaker, State
 from executor.budget import SharedBudget, account_name, key_name
 from executor.bybit.client import ApiKey, BybitClient
+from executor.bybit.transport import AiohttpTransport
 from executor.dedup import Dedup
 from executor.health import Health, HealthServer
 from executor.instruments import MarketData, Refusal, fit
@@ -421,6 +422,18 @@ def rate_budget(
     return SharedBudget.on(redis, name=name, rate=rate, burst=burst, margin_s=margin_s)
 
 
+def http_client(settings: Settings) -> httpx.AsyncClient:
+    """The exchange's HTTP client: httpx's interface on aiohttp's connection pool,
+    or httpx's own transport when HTTP_TRANSPORT says so."""
+    timeout = httpx.Timeout(settings.request_timeout_s, connect=5.0)
+    headers = {"User-Agent": "executor"}
+    if settings.http_transport == "httpx":
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+        return httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers)
+    transport = AiohttpTransport(timeout_s=settings.request_timeout_s, max_connections=64)
+    return httpx.AsyncClient(transport=transport, timeout=timeout, headers=headers)
+
+
 @contextlib.asynccontextmanager
 async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[Daemon]:
     keys = api_keys(settings)
@@ -437,11 +450,7 @@ async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[D
         socket_connect_timeout=5,
         retry_on_timeout=False,
     )
-    http = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.request_timeout_s, connect=5.0),
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-        headers={"User-Agent": "executor"},
-    )
+    http = http_client(settings)
     metrics = Metrics()
     try:
         breaker = CircuitBreaker(

@@ -20,7 +20,18 @@ def _run(_args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging(settings)
+    if settings.event_loop == "uvloop":
+        _use_uvloop()
     return asyncio.run(_serve(lambda stop, reload: run_daemon(settings, stop, reload)))
+
+
+def _use_uvloop() -> None:
+    """uvloop where it is installed (Linux and macOS); the standard loop elsewhere."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 async def _serve(main: Any) -> int:

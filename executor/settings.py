@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     dry_run: bool = False
     log_format: Literal["json", "console"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Fast paths, each kept because the benchmark shows it pays (docs/benchmarks.md).
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
     @field_validator("log_level", mode="before")
     @classmethod
