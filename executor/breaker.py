@@ -71,6 +71,7 @@ class CircuitBreaker:
         self._state = State.CLOSED
         self._consecutive = 0
         self._calls: deque[tuple[float, bool]] = deque()  # (time, failed)
+        self._failed_in_window = 0
         self._opened_at = 0.0
         self._probe_out = False
         self.opened_count = 0
@@ -135,11 +136,14 @@ class CircuitBreaker:
                 self._open(f"{failed} of {total} calls failed in {self._window_s:g}s")
 
     def _note(self, failed: bool) -> tuple[int, int]:
+        """Record one call; (failed, total) within the window. Constant time per
+        call: the failure count is kept as calls enter and leave the window."""
         now = self._clock()
         self._calls.append((now, failed))
+        self._failed_in_window += failed
         while self._calls and self._calls[0][0] <= now - self._window_s:
-            self._calls.popleft()
-        return sum(1 for _t, f in self._calls if f), len(self._calls)
+            self._failed_in_window -= self._calls.popleft()[1]
+        return self._failed_in_window, len(self._calls)
 
     def _open(self, reason: str) -> None:
         self._opened_at = self._clock()
@@ -153,5 +157,6 @@ class CircuitBreaker:
         if new is State.CLOSED:
             self._consecutive = 0
             self._calls.clear()
+            self._failed_in_window = 0
         if old is not new and self._on_change is not None:
             self._on_change(old, new, reason)

@@ -133,3 +133,14 @@ def test_health_of_replies_counts_transport_failures_and_ignores_held_requests()
     assert health(Reply(status=429)) is None
     assert health(Reply(status=200, ret_code=110007)) is True  # a venue rejection
     assert health(Reply(status=200, ret_code=10016)) is False
+
+
+def test_failures_that_left_the_window_no_longer_count_toward_the_ratio() -> None:
+    clock = Clock()
+    b, changes = breaker(clock, failures=100, min_calls=6)
+    for verdict in [Verdict.UNKNOWN, Verdict.ACCEPTED] * 2 + [Verdict.ACCEPTED]:
+        b.record(verdict)  # 2 of 5: too few calls to judge
+    clock.now += 11  # they all leave the 10 s window
+    for verdict in [Verdict.ACCEPTED, Verdict.UNKNOWN] * 3:
+        b.record(verdict)
+    assert changes == [("closed", "open", "3 of 6 calls failed in 10s")]
