@@ -5,6 +5,7 @@ python3 tasks.py demo     # the whole flow on embedded Redis and the simulator
 python3 tasks.py test     # the test suite (unit, integration on a real Redis, end to end)
 python3 tasks.py lint     # ruff and mypy
 python3 tasks.py run      # the daemon, configured by EXECUTOR_* variables
+python3 tasks.py bench    # benchmarks into docs/benchmarks.md (--quick, --only, --daemon-env)
 """
 
 from __future__ import annotations
@@ -88,8 +89,8 @@ def test(argv: list[str]) -> int:
 def lint(_argv: list[str]) -> int:
     ensure_venv("test,embedded")
     return (
-        run("ruff", "check", "executor", "tests", "tasks.py")
-        or run("ruff", "format", "--check", "executor", "tests", "tasks.py")
+        run("ruff", "check", "executor", "tests", "bench", "tasks.py")
+        or run("ruff", "format", "--check", "executor", "tests", "bench", "tasks.py")
         or run("mypy")
     )
 
@@ -99,7 +100,12 @@ def daemon(argv: list[str]) -> int:
     return run("executor", "run", *argv)
 
 
-TASKS = {"demo": demo, "test": test, "lint": lint, "run": daemon}
+def bench(argv: list[str]) -> int:
+    ensure_venv("bench,embedded")
+    return run("python", "-m", "bench", *argv)
+
+
+TASKS = {"demo": demo, "test": test, "lint": lint, "run": daemon, "bench": bench}
 
 
 def main() -> int:
