@@ -154,7 +154,7 @@ class CcxtSender:
     """
 
     def __init__(self, base_url: str, api_key: str, secret: str, throttle: bool) -> None:
-        import ccxt.async_support as ccxt  # type: ignore[import-untyped]
+        import ccxt.async_support as ccxt  # type: ignore[import-untyped, unused-ignore]
 
         self.stamps: dict[str, int] = {}
         self._exchange = ccxt.bybit(
