@@ -83,14 +83,25 @@ async def _newest(redis: Redis, stream: str, count: int) -> list[tuple[str, Fiel
     return [(_text(entry_id), fields or {}) for entry_id, fields in entries]  # type: ignore[misc]
 
 
+async def _group(redis: Redis, stream: str, group: str) -> dict[str, Any] | None:
+    """XINFO GROUPS' entry for one group, None when absent. Raises ResponseError
+    while the stream does not exist."""
+    for info in await redis.xinfo_groups(stream):
+        if _text(info.get("name")) == group:
+            return dict(info)
+    return None
+
+
+def _counts_of(group: dict[str, Any]) -> tuple[int, int | None]:
+    lag = group.get("lag")
+    return int(group.get("pending", 0)), int(lag) if lag is not None else None
+
+
 async def group_counts(redis: Redis, stream: str, group: str) -> tuple[int, int | None]:
     """(pending, lag) of one group; lag None when Redis cannot tell. Raises
     ResponseError while the stream does not exist."""
-    for info in await redis.xinfo_groups(stream):
-        if _text(info.get("name")) == group:
-            lag = info.get("lag")
-            return int(info.get("pending", 0)), int(lag) if lag is not None else None
-    return 0, None
+    found = await _group(redis, stream, group)
+    return _counts_of(found) if found is not None else (0, None)
 
 
 async def _stream(redis: Redis, names: Names, now_ms: int) -> dict[str, Any]:
@@ -99,28 +110,27 @@ async def _stream(redis: Redis, names: Names, now_ms: int) -> dict[str, Any]:
     info["last_entry_age_s"] = (now_ms - _entry_ms(newest[0][0])) / 1000 if newest else None
     info["group"] = None
     try:
-        groups = await redis.xinfo_groups(names.stream)
+        group = await _group(redis, names.stream, names.group)
     except ResponseError:  # no such stream yet
         return info
-    for group in groups:
-        if _text(group.get("name")) != names.group:
-            continue
-        consumers = await redis.xinfo_consumers(names.stream, names.group)
-        lag = group.get("lag")
-        info["group"] = {
-            "name": names.group,
-            "pending": int(group.get("pending", 0)),
-            "lag": int(lag) if lag is not None else None,  # None: Redis cannot tell
-            "last_delivered_id": _text(group.get("last-delivered-id")),
-            "consumers": [
-                {
-                    "name": _text(c.get("name")),
-                    "pending": int(c.get("pending", 0)),
-                    "idle_s": int(c.get("idle", 0)) / 1000,
-                }
-                for c in consumers
-            ],
-        }
+    if group is None:
+        return info
+    pending, lag = _counts_of(group)
+    consumers = await redis.xinfo_consumers(names.stream, names.group)
+    info["group"] = {
+        "name": names.group,
+        "pending": pending,
+        "lag": lag,  # None: Redis cannot tell
+        "last_delivered_id": _text(group.get("last-delivered-id")),
+        "consumers": [
+            {
+                "name": _text(c.get("name")),
+                "pending": int(c.get("pending", 0)),
+                "idle_s": int(c.get("idle", 0)) / 1000,
+            }
+            for c in consumers
+        ],
+    }
     return info
 
 
