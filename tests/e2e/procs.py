@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import signal
@@ -19,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from executor.bybit.sim_state import PRIMARY
 from executor.redis_server import free_port
+from tests.integration.helpers import eventually
 
 LISTENING = re.compile(r"listening on (http://\S+)")
 
@@ -42,6 +45,10 @@ class Proc:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log lines written so far."""
+        return [json.loads(line) for line in self.output().splitlines() if line.startswith("{")]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.alive():
@@ -77,6 +84,26 @@ def simulator(tmp: Path, *flags: str) -> Iterator[tuple[Proc, str]]:
         yield proc, match.group(1)
     finally:
         proc.stop()
+
+
+async def executor_cli(env: Mapping[str, str], *args: str) -> tuple[int, str, str]:
+    """One `executor` command as an operator runs it: exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "executor", *args, env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+async def until_started(proc: Proc, within: float = 30) -> None:
+    """Wait for the daemon's start-up checks to finish (`daemon.started`)."""
+
+    async def started() -> bool:
+        return "daemon.started" in proc.output()
+
+    await eventually(started, within=within)
 
 
 def daemon_env(redis_url: str, sim_url: str, names: Any, **extra: str) -> dict[str, str]:

@@ -6,7 +6,6 @@ and the commands' output."""
 
 from __future__ import annotations
 
-import json
 import signal as signals
 from collections import Counter
 from pathlib import Path
@@ -18,9 +17,8 @@ from redis.asyncio import Redis
 from executor.publish import publish
 from executor.redis_server import RedisProcess, free_port
 from tests.conftest import Names
-from tests.e2e.procs import Proc, daemon_env, sim_post, simulator, start_daemon
+from tests.e2e.procs import Proc, daemon_env, executor_cli, sim_post, simulator, start_daemon
 from tests.e2e.test_chaos import audit, wait_results
-from tests.e2e.test_status import command
 from tests.integration.helpers import eventually, read_stream, signal
 
 pytestmark = pytest.mark.e2e
@@ -61,10 +59,6 @@ async def everything_in(redis: Redis) -> str:
         elif kind in ("list", "set", "zset"):
             parts.append(repr(await redis.dump(key)))
     return "\n".join(parts)
-
-
-def events(proc: Proc) -> list[dict[str, object]]:
-    return [json.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
 
 
 async def test_canary_secrets_appear_in_no_log_result_dead_letter_redis_value_or_endpoint(
@@ -160,8 +154,8 @@ async def test_canary_secrets_appear_in_no_log_result_dead_letter_redis_value_or
             async with httpx.AsyncClient(base_url=proc.health_url) as health:
                 paths = ("/healthz", "/readyz", "/metrics")
                 endpoints = [(await health.get(path)).text for path in paths]
-            status_code, status_out = await command(env, "status", "--json")
-            keys_code, keys_out = await command(env, "keys")
+            status_code, status_out, status_err = await executor_cli(env, "status", "--json")
+            keys_code, keys_out, keys_err = await executor_cli(env, "keys")
             assert proc.stop() == 0
             statuses = await audit(redis, names, url, published, {"accepted", "invalid"})
 
@@ -175,7 +169,9 @@ async def test_canary_secrets_appear_in_no_log_result_dead_letter_redis_value_or
 
             await eventually(complained, within=20)
             assert refused.stop() == 0
-            wrong_code, wrong_out = await command({**env, "EXECUTOR_REDIS_URL": wrong}, "status")
+            wrong_code, wrong_out, wrong_err = await executor_cli(
+                {**env, "EXECUTOR_REDIS_URL": wrong}, "status"
+            )
 
         results = await read_stream(redis, names.results)
         dead = await read_stream(redis, names.dead)
@@ -185,7 +181,7 @@ async def test_canary_secrets_appear_in_no_log_result_dead_letter_redis_value_or
         server.stop()
 
     # The scenario really went through the paths it claims to.
-    seen = Counter(str(e.get("event")) for e in events(proc))
+    seen = Counter(str(e.get("event")) for e in proc.events())
     assert seen["key.failover"] == 1 and seen["keys.reloaded"] == 1
     assert seen["redis.unavailable"] >= 1 and seen["exchange.request"] > 40  # debug lines
     assert any(int(r["attempts"] or 0) > 1 for r in results)  # retried after injected faults
@@ -201,8 +197,8 @@ async def test_canary_secrets_appear_in_no_log_result_dead_letter_redis_value_or
         "dead letters": repr(dead),
         "everything in Redis": stored,
         "/healthz, /readyz and /metrics": "\n".join(endpoints),
-        "executor status": status_out + wrong_out,
-        "executor keys": keys_out,
+        "executor status": status_out + status_err + wrong_out + wrong_err,
+        "executor keys": keys_out + keys_err,
     }
     assert {sink: leaks(text) for sink, text in sinks.items() if leaks(text)} == {}
     # Full API keys stay out of logs too: only fingerprints are shown.

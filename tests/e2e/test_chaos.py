@@ -23,7 +23,16 @@ from redis.exceptions import ResponseError
 from executor.publish import publish
 from executor.redis_server import RedisProcess, free_port
 from tests.conftest import Names
-from tests.e2e.procs import Proc, daemon_env, sim_get, sim_orders, sim_post, simulator, start_daemon
+from tests.e2e.procs import (
+    Proc,
+    daemon_env,
+    sim_get,
+    sim_orders,
+    sim_post,
+    simulator,
+    start_daemon,
+    until_started,
+)
 from tests.integration.helpers import eventually, read_stream, signal
 
 pytestmark = pytest.mark.e2e
@@ -263,11 +272,7 @@ async def test_a_second_sigterm_forces_exit_while_draining(
                       EXECUTOR_REQUEST_TIMEOUT_S="30")  # fmt: skip
         proc = start_daemon(tmp_path, env, "force")
         fleet.append(proc)
-
-        async def started() -> bool:
-            return "daemon.started" in proc.output()
-
-        await eventually(started, within=30)
+        await until_started(proc)
         # From now on every answer takes 20 s, and the drain would wait 60 s for it.
         await sim_post(sim_url, "/sim/faults", {"latency_ms": 20_000})
         await publish(redis, names.stream, [signal("stuck")])

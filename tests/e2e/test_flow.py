@@ -48,7 +48,7 @@ async def test_200_signals_become_exactly_200_orders_with_their_ids(
         str(o["orderLinkId"]): str(o["orderId"]) for o in orders
     }
     assert (await redis.xpending(names.stream, "executor"))["pending"] == 0
-    log_lines = [json.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
+    log_lines = proc.events()
     accepted = [line for line in log_lines if line.get("event") == "order.accepted"]
     assert len(accepted) == 200
     assert {"id", "order_link_id", "outcome", "key", "attempts", "latency_ms"} <= set(accepted[0])

@@ -4,10 +4,8 @@ switch and key rotation."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal as signals
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,12 +19,14 @@ from tests.conftest import Names
 from tests.e2e.procs import (
     Proc,
     daemon_env,
+    executor_cli,
     scrape,
     sim_get,
     sim_orders,
     sim_post,
     simulator,
     start_daemon,
+    until_started,
     value,
 )
 from tests.e2e.test_chaos import audit, wait_results
@@ -34,16 +34,6 @@ from tests.e2e.test_status import status_json
 from tests.integration.helpers import eventually, read_stream, signal
 
 pytestmark = pytest.mark.e2e
-
-
-def log_events(proc: Proc) -> list[dict[str, object]]:
-    return [json.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
-
-
-async def cli(env: dict[str, str], *args: str) -> int:
-    """Run one `executor` command as an operator would; its exit code."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "executor", *args, env=env)
-    return await asyncio.wait_for(proc.wait(), timeout=30)
 
 
 def with_secondary(env: dict[str, str]) -> dict[str, str]:
@@ -77,7 +67,7 @@ async def test_revoked_primary_fails_over_to_the_secondary_losing_and_doubling_n
     # Once the first order went out on the secondary, every later one did too.
     keys = [r["key"] for r in results]
     assert "secondary" in keys and "primary" not in keys[keys.index("secondary") :]
-    failovers = [e for e in log_events(proc) if e.get("event") == "key.failover"]
+    failovers = [e for e in proc.events() if e.get("event") == "key.failover"]
     assert len(failovers) == 1
     assert failovers[0]["key"] == "secondary"
     assert "10003" in str(failovers[0]["reason"])
@@ -90,18 +80,14 @@ async def test_failback_probe_returns_to_the_primary_once_it_works_again(
         env = with_secondary(daemon_env(redis_url, url, names, EXECUTOR_FAILBACK_PROBE_S="0.5"))
         proc = start_daemon(tmp_path, env, "failback")
         fleet.append(proc)
-
-        async def started() -> bool:  # both keys verified on one account: failover allowed
-            return "daemon.started" in proc.output()
-
-        await eventually(started, within=30)
+        await until_started(proc)  # both keys verified on one account: failover allowed
         await sim_post(url, "/sim/keys/revoke", {"api_key": PRIMARY.api_key})
         first = [signal(f"fb-a{i}", id=f"fb-a{i}") for i in range(5)]
         await publish(redis, names.stream, first)
         await wait_results(redis, names, 5)
 
         async def probed() -> bool:
-            return any(e.get("event") == "key.probe_failed" for e in log_events(proc))
+            return any(e.get("event") == "key.probe_failed" for e in proc.events())
 
         await eventually(probed, within=10)  # the probe sees the primary still refused
 
@@ -122,7 +108,7 @@ async def test_failback_probe_returns_to_the_primary_once_it_works_again(
         await sim_post(url, "/sim/keys/restore", {"api_key": PRIMARY.api_key})
 
         async def failed_back() -> bool:
-            return any(e.get("event") == "key.failback" for e in log_events(proc))
+            return any(e.get("event") == "key.failback" for e in proc.events())
 
         await eventually(failed_back, within=10)
         assert value(await scrape(proc), "executor_active_key", key="primary") == 1
@@ -135,7 +121,7 @@ async def test_failback_probe_returns_to_the_primary_once_it_works_again(
     assert statuses == Counter({"accepted": 10})
     assert {orders[f"fb-a{i}"] for i in range(5)} == {SECONDARY.api_key}
     assert {orders[f"fb-b{i}"] for i in range(5)} == {PRIMARY.api_key}
-    [failback] = [e for e in log_events(proc) if e.get("event") == "key.failback"]
+    [failback] = [e for e in proc.events() if e.get("event") == "key.failback"]
     assert failback["key"] == "primary"
 
 
@@ -156,18 +142,14 @@ async def test_breaker_opens_on_a_5xx_storm_sends_only_probes_then_closes(
         )
         proc = start_daemon(tmp_path, env, "breaker")
         fleet.append(proc)
-
-        async def started() -> bool:
-            return "daemon.started" in proc.output()
-
-        await eventually(started, within=30)
+        await until_started(proc)
         await sim_post(url, "/sim/faults", {"error_rate": 1.0})
         storm_began = time.monotonic()
         sigs = [signal(f"br-{i:02d}", id=f"br-{i:02d}", ttl_ms=120_000) for i in range(20)]
         await publish(redis, names.stream, sigs)
 
         async def opened() -> bool:
-            return any(e.get("new") == "open" for e in log_events(proc))
+            return any(e.get("new") == "open" for e in proc.events())
 
         await eventually(opened, within=30)
         stats = (await sim_get(url, "/sim/stats"))["requests"]
@@ -177,14 +159,12 @@ async def test_breaker_opens_on_a_5xx_storm_sends_only_probes_then_closes(
         # The storm lasts 10 s in all; only probes may reach the exchange.
         await asyncio.sleep(storm_began + 10 - time.monotonic())
         during = sum((await sim_get(url, "/sim/stats"))["requests"].values()) - at_open
-        probes = sum(1 for e in log_events(proc) if e.get("new") == "half_open")
+        probes = sum(1 for e in proc.events() if e.get("new") == "half_open")
         await sim_post(url, "/sim/faults", {"error_rate": 0.0})
         await wait_results(redis, names, 20, within=60)
         assert proc.stop() == 0
         statuses = await audit(redis, names, url, [str(s["id"]) for s in sigs])
-    transitions = [
-        (e["old"], e["new"]) for e in log_events(proc) if e.get("event") == "breaker.state"
-    ]
+    transitions = [(e["old"], e["new"]) for e in proc.events() if e.get("event") == "breaker.state"]
     assert signed_before_open == 5  # one worker: exactly the threshold, then nothing
     assert state_while_open in (1, 2)  # open, or half-open with its probe out
     assert probes >= 2
@@ -202,12 +182,12 @@ async def test_kill_switch_halts_every_submission_and_resume_restores_it(
         proc = start_daemon(tmp_path, env, "halt")
         fleet.append(proc)
         cli_env = {**os.environ, **env}
-        assert await cli(cli_env, "halt", "exchange", "maintenance") == 0
+        assert (await executor_cli(cli_env, "halt", "exchange", "maintenance"))[0] == 0
         await asyncio.sleep(1.0)  # the promise: every replica within one second
         await publish(redis, names.stream, [signal(f"h-{i}") for i in range(5)])
         await wait_results(redis, names, 5)
         assert await sim_orders(url) == []
-        assert await cli(cli_env, "resume") == 0
+        assert (await executor_cli(cli_env, "resume"))[0] == 0
         await asyncio.sleep(1.0)
         await publish(redis, names.stream, [signal(f"r-{i}") for i in range(5)])
         await wait_results(redis, names, 10)
@@ -262,6 +242,6 @@ async def test_sighup_reloads_key_files_and_new_orders_use_the_new_key(
         assert proc.stop() == 0
     assert orders == {"s-before": PRIMARY.api_key, "s-after": "SIMROTATEDKEY00001"}
     output = proc.output()
-    reloads = [e for e in log_events(proc) if e.get("event") == "keys.reloaded"]
+    reloads = [e for e in proc.events() if e.get("event") == "keys.reloaded"]
     assert reloads[0]["keys"] == ["primary:SIMR…01"]  # the new key's fingerprint
     assert PRIMARY.secret not in output and "sim-rotated-secret-0001" not in output

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,38 +15,15 @@ from executor.bybit.sim_state import PRIMARY
 from executor.publish import publish
 from executor.redis_server import free_port
 from tests.conftest import Names
-from tests.e2e.procs import Proc, daemon_env, simulator, start_daemon
+from tests.e2e.procs import Proc, daemon_env, executor_cli, simulator, start_daemon
 from tests.e2e.test_chaos import wait_results
 from tests.integration.helpers import eventually, signal
 
 pytestmark = pytest.mark.e2e
 
 
-async def command(env: dict[str, str], *args: str) -> tuple[int, str]:
-    """One `executor` command as an operator runs it: exit code, stdout + stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "executor", *args, env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace")
-
-
 async def status(env: dict[str, str], *flags: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "executor",
-        "status",
-        *flags,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await executor_cli(env, "status", *flags)
 
 
 async def status_json(env: dict[str, str]) -> dict[str, Any]:
@@ -108,12 +82,12 @@ async def test_status_shows_streams_group_replicas_dead_letters_and_outcomes(
         assert PRIMARY.secret not in out
 
         probe_env = {**env, "EXECUTOR_METRICS_PORT": fleet[0].env["EXECUTOR_METRICS_PORT"]}
-        assert (await command(probe_env, "check"))[0] == 0
-        code, out = await command(probe_env, "check", "--ready")
+        assert (await executor_cli(probe_env, "check"))[0] == 0
+        code, out, _err = await executor_cli(probe_env, "check", "--ready")
         assert code == 0 and '"ready"' in out
         assert fleet[0].stop() == 0
-        code, out = await command(probe_env, "check")
-        assert code == 1 and "did not answer" in out
+        code, _out, err = await executor_cli(probe_env, "check")
+        assert code == 1 and "did not answer" in err
 
     async def gone() -> bool:
         return not (await status_json(env))["replicas"]

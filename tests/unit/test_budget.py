@@ -4,7 +4,6 @@ and a fake clock: what the headers change, who asks Redis, how long it sleeps.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from executor.limiter import (
     follow,
 )
 from executor.settings import ConfigError, load_settings
+from tests.unit.conftest import Spawn
 
 # ---- follow: what one answer's headers change ----------------------------------------
 
@@ -230,28 +230,13 @@ async def test_a_hung_redis_call_times_out_and_counts_as_unreachable() -> None:
     assert len(script.calls) == 1
 
 
-@pytest.fixture
-async def spawn() -> AsyncIterator[Callable[[Coroutine[Any, Any, bool]], asyncio.Task[bool]]]:
-    tasks: list[asyncio.Task[bool]] = []
-
-    def start(coro: Coroutine[Any, Any, bool]) -> asyncio.Task[bool]:
-        task = asyncio.get_running_loop().create_task(coro)
-        tasks.append(task)
-        return task
-
-    yield start
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
 
 
 async def test_local_waiters_queue_in_arrival_order_and_only_the_first_asks_redis(
-    spawn: Callable[[Coroutine[Any, Any, bool]], asyncio.Task[bool]],
+    spawn: Spawn,
 ) -> None:
     clock = FakeClock()
     script = Scripted(grant(), grant(), grant(), grant(), held=True)

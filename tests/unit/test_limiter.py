@@ -7,13 +7,14 @@ Clock steps are powers of two apart so token arithmetic is exact in binary.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from executor.limiter import TokenBucket
+from tests.unit.conftest import Spawn
 
 
 class FakeClock:
@@ -41,25 +42,6 @@ class RecordingLoop:
 
     def live_timers(self) -> list[asyncio.TimerHandle]:
         return [handle for _, handle in self.timers if not handle.cancelled()]
-
-
-Spawn = Callable[[Coroutine[Any, Any, float]], "asyncio.Task[float]"]
-
-
-@pytest.fixture
-async def spawn() -> AsyncIterator[Spawn]:
-    """Start acquire() tasks; whatever is still waiting is cancelled at the end."""
-    tasks: list[asyncio.Task[float]] = []
-
-    def start(coro: Coroutine[Any, Any, float]) -> asyncio.Task[float]:
-        task = asyncio.get_running_loop().create_task(coro)
-        tasks.append(task)
-        return task
-
-    yield start
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def settle() -> None:
