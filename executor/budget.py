@@ -20,12 +20,30 @@ state, so every replica follows them.
 Redis unreachable: nothing is granted, so nothing is sent. An order waits
 (asking again with capped backoff) until its signal's TTL is used up and then
 ends ``expired``: never sent, never lost.
+
+Several units at once (``acquire(category, within_s, units=n)``): once one is
+due, the script grants as many as both rules allow right now, up to ``n``: the
+schedule's tolerance (each unit moves it one interval on) and the window's room
+(each unit is one entry in the log). With burst 1 that is always one.
+
+Batch lane: ``POST /v5/order/create-batch`` has a budget of its own, one unit
+per order. A budget built by ``SharedBudget.batches`` (burst equal to the limit:
+the log alone keeps Bybit's count) used with the lane
+``executor.limiter.batch_lane(category)`` ("linear:batch", so keys of its own)
+grants a batch's units together::
+
+    batches = SharedBudget.batches(redis, name=name, rate=batch_rate, margin_s=margin_s)
+    lane = batch_lane("linear")
+    granted = await batches.acquire(lane, left_s, units=len(orders))  # 0..len(orders)
+    ...send the first ``granted`` orders in one request, keep the rest queued...
+    await batches.heard(lane, venue, refused=...)  # the batch answer's headers
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -43,6 +61,7 @@ log = structlog.get_logger("executor")
 
 PREFIX = "executor:budget"
 CALL_TIMEOUT_S = 2.0  # one script call; a hung Redis counts as unreachable
+MAX_UNITS = 64  # asked for in one call on behalf of this process's waiting callers
 RETRY_BASE_S = 0.05
 RETRY_CAP_S = 1.0
 STATE_TTL_S = 60  # a learnt limit outlives a quiet minute; then the keys expire
@@ -51,10 +70,11 @@ STATE_TTL_S = 60  # a learnt limit outlives a quiet minute; then the keys expire
 #   lower limit; slow_until, slow: the throttle after a 10006).
 # KEYS[2]: sorted set of the grants of the last window, scored by their time (µs).
 # ARGV: op, rate per second, burst, window (µs), then
-#   take:   grant id
+#   take:   grant id, units (the most to grant)
 #   adjust: hold (µs), cap (-1 keep, 0 clear, n set), slow factor, slow for (µs)
+#   and last, the state's TTL (s).
 # Replies (times in µs, now by Redis's clock):
-#   take:   {1, until the next grant could come, cap|-1, now} or {0, to wait, cap|-1, now}
+#   take:   {units granted, until the next could come, cap|-1, now} or {0, to wait, cap|-1, now}
 #   adjust: {cap|-1, now}
 SCRIPT = """
 local function fmt(x) return string.format('%.0f', x) end
@@ -109,12 +129,18 @@ local count = redis.call('ZCARD', KEYS[2])
 local at = math.max(tat - tolerance, log_edge(count))
 if at > now then return {0, math.ceil(at - now), cap or -1, now} end
 -- late by up to a tenth of the interval (the sleep, the round trip): keep the schedule
-tat = math.max(tat, now - interval / 10) + interval
-redis.call('ZADD', KEYS[2], fmt(now), ARGV[5])
+tat = math.max(tat, now - interval / 10)
+-- one is due; as many as the schedule's tolerance and the window's room allow now
+local fit = math.floor((now + tolerance - tat) / interval + 1e-6) + 1
+local units = math.min(tonumber(ARGV[6]), limit - count, fit)
+tat = tat + units * interval
+for i = 1, units do
+  redis.call('ZADD', KEYS[2], fmt(now), i == 1 and ARGV[5] or ARGV[5] .. '.' .. i)
+end
 redis.call('PEXPIRE', KEYS[2], fmt(math.ceil(window / 1000) + 1000))
 keep()
-local next_at = math.max(tat - tolerance, log_edge(count + 1))
-return {1, math.max(0, math.ceil(next_at - now)), cap or -1, now}
+local next_at = math.max(tat - tolerance, log_edge(count + units))
+return {units, math.max(0, math.ceil(next_at - now)), cap or -1, now}
 """
 
 # An awaitable script call, as `Redis.register_script` returns it.
@@ -149,6 +175,12 @@ class _Lane:
     # from before the call); ``ready_at`` is when asking again is worth a call.
     next_at: float = float("-inf")
     ready_at: float = float("-inf")
+    # Units asked for by the callers inside ``acquire`` (the lock's holder and
+    # its queue): the holder asks Redis for all of them in one call, and the
+    # grants beyond its own wait here for the next holders.
+    asking: int = 0
+    spare: int = 0
+    spare_at: float = float("-inf")
 
 
 class SharedBudget:
@@ -172,6 +204,9 @@ class SharedBudget:
         self._rate = float(rate)
         self._burst = burst
         self._window_us = round((window_s + margin_s) * 1_000_000)
+        # A grant handed on to a later caller is logged at its grant time: it must
+        # be sent well within the window's margin, or it is dropped unused.
+        self._spare_s = margin_s / 2
         self._clock = clock
         self._sleep = sleep
         self._call_timeout_s = call_timeout_s
@@ -182,6 +217,14 @@ class SharedBudget:
     @classmethod
     def on(cls, redis: Redis, **options: Any) -> SharedBudget:
         return cls(redis.register_script(SCRIPT), **options)
+
+    @classmethod
+    def batches(
+        cls, redis: Redis, *, name: str, rate: float | Decimal, **options: Any
+    ) -> SharedBudget:
+        """The budget of batch lanes (``batch_lane``): burst equal to the limit, so
+        a batch's units come at once and the window alone keeps Bybit's count."""
+        return cls.on(redis, name=name, rate=rate, burst=math.ceil(rate), **options)
 
     def keys(self, category: str) -> list[str]:
         return budget_keys(self.name, category)
@@ -198,29 +241,45 @@ class SharedBudget:
             reply = await self._script(keys=self.keys(category), args=argv)
         return [int(x) for x in reply]
 
-    async def acquire(self, category: str, within_s: float) -> bool:
-        """Wait for a grant; False, as soon as that is clear, when none can come
-        within ``within_s`` (the exchange's window or Redis will not allow it)."""
+    async def acquire(self, category: str, within_s: float, units: int = 1) -> int:
+        """Wait for a grant, of up to ``units`` at once; how many were granted: 0,
+        as soon as that is clear, when none can come within ``within_s`` (the
+        exchange's window or Redis will not allow it)."""
+        if units < 1:
+            raise ValueError("units must be >= 1")
         deadline = self._clock() + within_s
         lane = self._lane(category)
+        lane.asking += units
+        try:
+            return await self._acquire(category, lane, deadline, units)
+        finally:
+            lane.asking -= units
+
+    async def _acquire(self, category: str, lane: _Lane, deadline: float, units: int) -> int:
         async with lane.lock:
+            if lane.spare:
+                if self._clock() - lane.spare_at <= self._spare_s:
+                    mine = min(units, lane.spare)
+                    lane.spare -= mine
+                    return mine
+                lane.spare = 0  # too old to be sent within the window's margin: unused
             failures = 0
             while True:
                 left = deadline - self._clock()
                 if left <= 0:
-                    return False
+                    return 0
                 early = lane.ready_at - self._clock()
                 if early > 0:
                     # This process's last grant says when the next can be: no call before.
                     if early >= left:
-                        return False
+                        return 0
                     await self._sleep(early)
                     continue
                 asked = self._clock()
                 try:
                     self._grants += 1
                     granted, micros, cap, _now = await self._call(
-                        category, "take", f"{self._id}:{self._grants}"
+                        category, "take", f"{self._id}:{self._grants}", min(lane.asking, MAX_UNITS)
                     )
                 except UNAVAILABLE as exc:
                     failures += 1
@@ -233,17 +292,19 @@ class SharedBudget:
                         retry_in_s=delay,
                     )
                     if delay >= left:
-                        return False
+                        return 0
                     await self._sleep(delay)
                     continue
                 self._note_cap(category, lane, cap)
                 if granted:
                     lane.next_at = asked + micros / 1_000_000
                     lane.ready_at = self._clock() + micros / 1_000_000
-                    return True
+                    mine = min(units, granted)
+                    lane.spare, lane.spare_at = granted - mine, self._clock()
+                    return mine
                 wait = micros / 1_000_000
                 if wait >= left:
-                    return False
+                    return 0
                 await self._sleep(wait)
 
     async def heard(self, category: str, venue: Venue, *, refused: bool = False) -> None:

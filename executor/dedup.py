@@ -7,8 +7,10 @@ same id: the first is finished (reconciled), the second is a duplicate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -16,6 +18,20 @@ from executor.intake import DedupWrite
 
 INFLIGHT = "inflight"
 DONE = "done"
+
+# KEYS: one dedup key per signal. ARGV: the ttl, then each key's in-flight value.
+# Reply per key: 0 when this call claimed it, else the record that is there.
+CLAIM = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[i + 1], 'NX', 'EX', ARGV[1]) then
+    out[i] = 0
+  else
+    out[i] = redis.call('GET', key) or ''
+  end
+end
+return out
+"""
 
 
 class Claim(StrEnum):
@@ -30,25 +46,31 @@ class Dedup:
     redis: Redis
     prefix: str
     ttl_s: int = 86_400
+    _claim: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_claim", self.redis.register_script(CLAIM))
 
     def key(self, signal_id: str) -> str:
         return f"{self.prefix}:dedup:{signal_id}"
 
     async def claim(self, signal_id: str, entry_id: str) -> Claim:
-        key = self.key(signal_id)
-        mine = f"{INFLIGHT}|{entry_id}"
-        for _ in range(3):
-            if await self.redis.set(key, mine, nx=True, ex=self.ttl_s):
-                return Claim.NEW
-            current = await self.redis.get(key)
-            if current is None:
-                continue  # expired between SET and GET: try again
-            state, _, rest = _text(current).partition("|")
-            owner = rest.split("|", 1)[0]
-            if owner != entry_id:
-                return Claim.DUPLICATE
-            return Claim.FINISHED if state == DONE else Claim.RESUMED
-        return Claim.DUPLICATE
+        return (await self.claim_many([(signal_id, entry_id)]))[0]
+
+    async def claim_many(self, pairs: Sequence[tuple[str, str]]) -> list[Claim]:
+        """Claim several (signal id, entry id) pairs in one round trip, in order.
+
+        A signal id that appears twice in ``pairs`` is claimed by its first entry;
+        the later one is a duplicate, as if it had come in a later read.
+        """
+        if not pairs:
+            return []
+        keys = [self.key(signal_id) for signal_id, _ in pairs]
+        values = [f"{INFLIGHT}|{entry_id}" for _, entry_id in pairs]
+        replies = await self._claim(keys=keys, args=[self.ttl_s, *values])
+        return [
+            _verdict(reply, entry_id) for reply, (_, entry_id) in zip(replies, pairs, strict=True)
+        ]
 
     def done(self, signal_id: str, entry_id: str, status: str) -> DedupWrite:
         return DedupWrite(self.key(signal_id), f"{DONE}|{entry_id}|{status}", self.ttl_s)
@@ -59,6 +81,16 @@ class Dedup:
         current = await self.redis.get(key)
         if current is not None and _text(current) == f"{INFLIGHT}|{entry_id}":
             await self.redis.delete(key)
+
+
+def _verdict(reply: int | bytes | str, entry_id: str) -> Claim:
+    if reply == 0:
+        return Claim.NEW
+    state, _, rest = _text(reply).partition("|")  # type: ignore[arg-type]
+    owner = rest.split("|", 1)[0]
+    if owner != entry_id:
+        return Claim.DUPLICATE
+    return Claim.FINISHED if state == DONE else Claim.RESUMED
 
 
 def _text(value: bytes | str) -> str:

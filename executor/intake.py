@@ -18,6 +18,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from executor.coalesce import CoalescedScript
+
 SIGNAL_FIELD = b"signal"
 SIG_FIELD = b"sig"
 KID_FIELD = b"kid"
@@ -75,7 +77,8 @@ class Intake:
     _pending_cursor: str | None = field(default="0", init=False)
 
     def __post_init__(self) -> None:
-        self._finish = self.redis.register_script(FINISH)
+        # Workers finish concurrently: their acks share round trips.
+        self._finish = CoalescedScript(self.redis, FINISH)
         self._dead_letter = self.redis.register_script(DEAD_LETTER)
 
     async def ensure_group(self) -> bool:
@@ -165,7 +168,7 @@ class Intake:
             dedup.ttl_s if dedup else 0,
             *_flatten(result),
         ]
-        return bool(await self._finish(keys=keys, args=args))
+        return bool(await self._finish(keys, args))
 
     async def dead_letter(
         self, entry: Entry, reason: str, kind: str, result: Mapping[str, Any]

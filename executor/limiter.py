@@ -2,16 +2,26 @@
 
 Tokens accrue continuously at ``rate`` per second up to ``burst``. A waiter
 is woken once, at the moment its token exists (one timer per waiter, not a
-polling loop), and waiters are served in arrival order.
+polling loop), and waiters are served in arrival order. With ``window_s`` a
+bucket also keeps a log of its grants and never grants more than its rate
+(rounded up) within that rolling window: Bybit's rule, which a burst above one
+would otherwise break (a full bucket plus a window's refill).
 
 ``follow`` is the one policy for what an order answer's ``X-Bapi-Limit*``
 headers (and a 10006) change: every budget, local or shared, applies it.
 ``LocalBudget`` is the budget of a process that paces alone.
+
+Batch lane: ``POST /v5/order/create-batch`` has a budget of its own, one unit
+per order in the batch. Its lane is ``batch_lane(category)`` ("linear:batch")
+on a budget built for it (``LocalBudget.batches``, ``SharedBudget.batches``):
+burst equal to the limit, the rolling window enforcing Bybit's count, and
+``acquire(lane, within_s, units=n)`` granting up to ``n`` units at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +32,13 @@ THROTTLE_FACTOR = 0.8
 THROTTLE_S = 10.0
 # A 10006 without X-Bapi-Limit-Reset-Timestamp: Bybit's documented fallback.
 RESET_FALLBACK_S = 2.0
+BATCH_SUFFIX = ":batch"
+
+
+def batch_lane(category: str) -> str:
+    """The budget lane of ``category``'s batch endpoint: a name of its own, so its
+    state (and a shared budget's Redis keys) are apart from the single orders'."""
+    return f"{category}{BATCH_SUFFIX}"
 
 
 class TokenBucket:
@@ -32,15 +49,20 @@ class TokenBucket:
         *,
         clock: Callable[[], float],
         loop: asyncio.AbstractEventLoop | None = None,
+        window_s: float | None = None,
     ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
+        if window_s is not None and window_s <= 0:
+            raise ValueError("window_s must be > 0")
         self._rate = float(rate)
         self._burst = float(burst)
         self._clock = clock
         self._tokens = float(burst)
         self._stamp = clock()
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[float]] = deque()  # result: the grant's time
+        self._window_s = window_s
+        self._granted: deque[float] = deque()  # with a window: its grants' times, oldest first
         self._held_until = float("-inf")  # no grants before this clock time
         self._base_rate = self._rate
         self._throttled_until = float("-inf")
@@ -90,21 +112,61 @@ class TokenBucket:
         self._stamp = now
         self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
 
+    def _limit(self) -> int:
+        return math.ceil(self._base_rate)
+
+    def _in_window(self, now: float) -> int:
+        """Grants within the window ending now (the same sum decides here and in ``delay``)."""
+        assert self._window_s is not None
+        while self._granted and self._granted[0] + self._window_s <= now:
+            self._granted.popleft()
+        return len(self._granted)
+
+    def _free(self) -> int:
+        """Whole tokens that may be granted now, queue aside (after ``_refill``)."""
+        now = self._clock()
+        if now < self._held_until:
+            return 0
+        free = int(self._tokens)
+        if self._window_s is not None:
+            free = min(free, self._limit() - self._in_window(now))
+        return free
+
+    def _take(self, units: int) -> float:
+        now = self._clock()
+        self._tokens -= units
+        if self._window_s is not None:
+            self._granted.extend(now for _ in range(units))
+        return now
+
     def try_acquire(self) -> bool:
         """Take a token now if one exists and nobody is queued before us."""
+        return self.take(1) == 1
+
+    def take(self, most: int) -> int:
+        """Take up to ``most`` tokens that exist now, if nobody is queued before us;
+        how many were taken (0 if none)."""
         self._refill()
-        if not self._waiters and self._tokens >= 1.0 and self._clock() >= self._held_until:
-            self._tokens -= 1.0
-            return True
-        return False
+        if self._waiters:
+            return 0
+        units = max(0, min(most, self._free()))
+        if units:
+            self._take(units)
+        return units
 
     def delay(self) -> float:
         """Seconds until the next token exists (0 if one exists now)."""
         self._refill()
-        held = self._held_until - self._clock()
+        now = self._clock()
+        held = self._held_until - now
         if held > 0:
             return held  # the hold's end grants a token
-        return max(0.0, (1.0 - self._tokens) / self._rate)
+        wait = max(0.0, (1.0 - self._tokens) / self._rate)
+        if self._window_s is not None:
+            over = self._in_window(now) - self._limit()
+            if over >= 0:
+                wait = max(wait, self._granted[over] + self._window_s - now)
+        return wait
 
     async def acquire(self) -> float:
         """Wait for a token; return the seconds waited (by the injected clock)."""
@@ -112,7 +174,7 @@ class TokenBucket:
             return 0.0
         started = self._clock()
         loop = self._loop or asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
+        waiter: asyncio.Future[float] = loop.create_future()
         self._waiters.append(waiter)
         self._reschedule()
         try:
@@ -124,6 +186,8 @@ class TokenBucket:
             elif waiter.done() and not waiter.cancelled():
                 # Granted a token we will not use: give it back.
                 self._tokens = min(self._burst, self._tokens + 1.0)
+                if waiter.result() in self._granted:
+                    self._granted.remove(waiter.result())
                 self._reschedule()
             raise
         return self._clock() - started
@@ -137,12 +201,11 @@ class TokenBucket:
             self._timer.cancel()  # called directly rather than by the timer
             self._timer = None
         self._refill()
-        while self._waiters and self._tokens >= 1.0 and self._clock() >= self._held_until:
+        while self._waiters and self._free() >= 1:
             waiter = self._waiters.popleft()
             if waiter.done():
                 continue
-            self._tokens -= 1.0
-            waiter.set_result(None)
+            waiter.set_result(self._take(1))
         self._reschedule()
 
     def _reschedule(self) -> None:
@@ -211,6 +274,8 @@ class LocalBudget:
 
     Right for a single replica. With several, each paces on its own and Bybit
     counts their sum; ``executor.budget.SharedBudget`` shares one through Redis.
+    A multi-unit ``acquire`` waits for one token and takes what else exists then:
+    with burst 1 that is one.
     """
 
     def __init__(
@@ -227,6 +292,15 @@ class LocalBudget:
         return cls(rate, lambda: TokenBucket(rate, burst, clock=clock))
 
     @classmethod
+    def batches(
+        cls, rate: float | Decimal, *, clock: Callable[[], float], margin_s: float = 0.01
+    ) -> LocalBudget:
+        """The budget of batch lanes (``batch_lane``): the whole limit at once, and
+        never more than the limit within Bybit's second plus ``margin_s``."""
+        burst, window_s = math.ceil(rate), 1.0 + margin_s
+        return cls(rate, lambda: TokenBucket(rate, burst, clock=clock, window_s=window_s))
+
+    @classmethod
     def of(cls, bucket: TokenBucket) -> LocalBudget:
         """One bucket for every category."""
         return cls(bucket.base_rate, lambda: bucket)
@@ -237,19 +311,21 @@ class LocalBudget:
             bucket = self._buckets[category] = self._make()
         return bucket
 
-    async def acquire(self, category: str, within_s: float) -> bool:
-        """Wait for a token; False when none came within ``within_s``."""
+    async def acquire(self, category: str, within_s: float, units: int = 1) -> int:
+        """Wait for a token, then take up to ``units`` in all that exist now; how
+        many (0 when none came within ``within_s``)."""
+        if units < 1:
+            raise ValueError("units must be >= 1")
         bucket = self.bucket(category)
-        if bucket.try_acquire():
-            return True
-        if within_s <= 0:
-            return False
-        try:
-            async with asyncio.timeout(within_s):
-                await bucket.acquire()
-        except TimeoutError:
-            return False
-        return True
+        if not bucket.try_acquire():
+            if within_s <= 0:
+                return 0
+            try:
+                async with asyncio.timeout(within_s):
+                    await bucket.acquire()
+            except TimeoutError:
+                return 0
+        return 1 + bucket.take(units - 1)
 
     async def heard(self, category: str, venue: Venue, *, refused: bool = False) -> None:
         bucket = self.bucket(category)

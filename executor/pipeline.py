@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,8 +136,7 @@ class Pipeline:
                     failures = 0
                 free = self.queue.maxsize - self.queue.qsize()
                 count = max(1, min(self._read_count, free))
-                for entry in await self.intake.read(count, self._block_ms):
-                    await self.admit(entry)
+                await self.admit_many(await self.intake.read(count, self._block_ms))
             except REDIS_ERRORS as exc:
                 failures += 1
                 await self._redis_down(exc, failures)
@@ -172,7 +171,7 @@ class Pipeline:
                 for entry in claimed:
                     if entry.id not in self._in_hand:
                         log.info("signal.claimed", entry_id=entry.id)
-                    await self.admit(entry)
+                await self.admit_many(claimed)
             except REDIS_ERRORS as exc:
                 log.warning("redis.unavailable", error=type(exc).__name__, during="claim")
             except ResponseError as exc:
@@ -197,22 +196,42 @@ class Pipeline:
         await asyncio.sleep(delay)
 
     async def admit(self, entry: Entry) -> None:
-        """Validate, authenticate and dedup one entry, then queue it (may wait: backpressure).
+        await self.admit_many([entry])
+
+    async def admit_many(self, entries: Sequence[Entry]) -> None:
+        """Validate and authenticate each entry, claim the signal ids of the valid
+        ones in one round trip, then queue them in order (may wait: backpressure).
 
         An entry already in hand (queued, or being worked on) is skipped: the
         intake and the claim loop may both come across it.
         """
-        if entry.id in self._in_hand:
-            return
-        self._in_hand.add(entry.id)
-        queued = False
+        fresh = [entry for entry in entries if entry.id not in self._in_hand]
+        self._in_hand.update(entry.id for entry in fresh)
+        queued: set[str] = set()
         try:
-            queued = await self._admit(entry)
+            valid: list[tuple[Entry, Signal]] = []
+            for entry in fresh:
+                signal = await self._validate(entry)
+                if signal is not None:
+                    valid.append((entry, signal))
+            claims = await self.dedup.claim_many([(s.id, entry.id) for entry, s in valid])
+            for (entry, signal), claim in zip(valid, claims, strict=True):
+                if claim is Claim.DUPLICATE:
+                    outcome = Outcome(status="duplicate", ret_msg="signal id already handled")
+                    if await self.intake.finish(entry, self._result(entry, signal, outcome)):
+                        self._log_outcome(entry, signal, outcome)
+                elif claim is Claim.FINISHED:
+                    await self.intake.redis.xack(self.intake.stream, self.intake.group, entry.id)
+                else:
+                    await self.queue.put(Job(entry, signal, maybe_sent=claim is Claim.RESUMED))
+                    queued.add(entry.id)
         finally:
-            if not queued:
-                self._in_hand.discard(entry.id)
+            for entry in fresh:
+                if entry.id not in queued:
+                    self._in_hand.discard(entry.id)
 
-    async def _admit(self, entry: Entry) -> bool:
+    async def _validate(self, entry: Entry) -> Signal | None:
+        """The entry's signal, or None once it has been dead-lettered."""
         raw = entry.fields.get(SIGNAL_FIELD)
         try:
             if raw is None:
@@ -227,18 +246,8 @@ class Pipeline:
                 raise InvalidSignal("signal past its ts + ttl_ms: refused", kind="replay")
         except InvalidSignal as exc:
             await self._reject(entry, raw, exc)
-            return False
-        claim = await self.dedup.claim(signal.id, entry.id)
-        if claim is Claim.DUPLICATE:
-            outcome = Outcome(status="duplicate", ret_msg="signal id already handled")
-            if await self.intake.finish(entry, self._result(entry, signal, outcome)):
-                self._log_outcome(entry, signal, outcome)
-            return False
-        if claim is Claim.FINISHED:
-            await self.intake.redis.xack(self.intake.stream, self.intake.group, entry.id)
-            return False
-        await self.queue.put(Job(entry, signal, maybe_sent=claim is Claim.RESUMED))
-        return True
+            return None
+        return signal
 
     async def _reject(self, entry: Entry, raw: bytes | None, exc: InvalidSignal) -> None:
         signal_id = _loose_id(raw)

@@ -46,8 +46,9 @@ async def plain_body(signal: Signal) -> dict[str, Any] | str:
 class Budget(Protocol):
     """The account's order-create budget (``LocalBudget``, or ``budget.SharedBudget``)."""
 
-    async def acquire(self, category: str, within_s: float) -> bool:
-        """Wait for a grant; False when none can come within ``within_s``."""
+    async def acquire(self, category: str, within_s: float, units: int = 1) -> int:
+        """Wait for a grant of up to ``units``; how many (0 when none can come
+        within ``within_s``)."""
         ...
 
     async def heard(self, category: str, venue: Venue, *, refused: bool = False) -> None:

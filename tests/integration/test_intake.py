@@ -173,3 +173,15 @@ async def test_two_publisher_keys_are_valid_during_a_rotation_and_replays_are_re
         ("unauthenticated", "unknown signing key id"),
         ("replay", "signal past its ts + ttl_ms: refused"),
     ]
+
+
+async def test_claims_of_one_read_go_in_one_call_and_keep_their_order(
+    redis: Redis, names: Names
+) -> None:
+    dedup = Dedup(redis, prefix=names.prefix, ttl_s=3600)
+    assert (await dedup.claim("b", "1-0")).value == "new"
+    claims = await dedup.claim_many([("a", "2-0"), ("b", "1-0"), ("a", "3-0"), ("c", "4-0")])
+    # "a" twice in one read: its first entry owns it, the second is a duplicate.
+    assert [c.value for c in claims] == ["new", "resumed", "duplicate", "new"]
+    assert await redis.get(dedup.key("a")) == b"inflight|2-0"
+    assert await dedup.claim_many([]) == []

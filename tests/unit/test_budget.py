@@ -4,6 +4,7 @@ and a fake clock: what the headers change, who asks Redis, how long it sleeps.""
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from executor.limiter import (
     Step,
     TokenBucket,
     Venue,
+    batch_lane,
     follow,
 )
 from executor.settings import ConfigError, load_settings
@@ -106,6 +108,13 @@ def test_budget_keys_name_the_account_and_category_and_no_api_key() -> None:
     assert name == key_name("SIMPRIMARYKEY00001") != key_name("SIMSECONDARYKEY001")
 
 
+def test_a_batch_lane_has_keys_of_its_own() -> None:
+    assert batch_lane("linear") == "linear:batch"
+    single, batch = budget_keys("uid-1", "linear"), budget_keys("uid-1", batch_lane("linear"))
+    assert batch == ["executor:budget:uid-1:linear:batch", "executor:budget:uid-1:linear:batch:log"]
+    assert not set(single) & set(batch)
+
+
 # ---- SharedBudget against a scripted reply -------------------------------------------------
 
 
@@ -139,8 +148,8 @@ class Scripted:
         return reply
 
 
-def grant(next_us: int = 100_000, cap: int = -1) -> list[int]:
-    return [1, next_us, cap, 1_700_000_000_000_000]
+def grant(next_us: int = 100_000, cap: int = -1, units: int = 1) -> list[int]:
+    return [units, next_us, cap, 1_700_000_000_000_000]
 
 
 def wait(micros: int, cap: int = -1) -> list[int]:
@@ -166,17 +175,66 @@ def shared(script: Scripted, clock: FakeClock, sleeps: Sleeps, **kw: Any) -> Sha
 async def test_a_grant_with_room_is_one_call_and_no_sleep() -> None:
     clock = FakeClock()
     sleeps, script = Sleeps(clock), Scripted(grant())
-    assert await shared(script, clock, sleeps).acquire("linear", 5.0) is True
+    assert await shared(script, clock, sleeps).acquire("linear", 5.0) == 1
     ((keys, args),) = script.calls
     assert keys == budget_keys("acct", "linear")
     assert args[:4] == ["take", 10.0, 1, 1_010_000]  # the window is 1 s plus the 10 ms margin
+    assert args[5] == 1  # one unit
     assert sleeps.taken == []
+
+
+async def test_several_units_are_asked_for_and_what_the_script_granted_is_returned() -> None:
+    clock = FakeClock()
+    sleeps, script = Sleeps(clock), Scripted(wait(40_000), grant(units=3))
+    assert await shared(script, clock, sleeps).acquire("linear", 5.0, units=7) == 3
+    assert [args[5] for _keys, args in script.calls] == [7, 7]
+    assert sleeps.taken == [0.04]
+
+
+async def test_several_units_that_cannot_come_in_time_are_none() -> None:
+    clock = FakeClock()
+    sleeps, script = Sleeps(clock), Scripted(wait(900_000))
+    assert await shared(script, clock, sleeps).acquire("linear", 0.5, units=20) == 0
+    assert sleeps.taken == []
+
+
+class ScriptHost:
+    """Stands in for Redis where only ``register_script`` is used."""
+
+    def __init__(self, script: Scripted) -> None:
+        self.script = script
+
+    def register_script(self, text: str) -> Scripted:
+        return self.script
+
+
+async def test_the_batch_budget_has_a_burst_of_its_limit_and_asks_on_the_lane() -> None:
+    clock = FakeClock()
+    sleeps, script = Sleeps(clock), Scripted(grant(units=8), [-1, 0])
+    host: Any = ScriptHost(script)
+    budget = SharedBudget.batches(host, name="acct", rate=Decimal("7.5"), clock=clock, sleep=sleeps)
+    lane = batch_lane("linear")
+    assert await budget.acquire(lane, 5.0, units=20) == 8
+    await budget.heard(lane, Venue(limit=10, remaining=0, reset_in_s=0.5), refused=True)
+    (keys, take), (adjust_keys, adjust) = script.calls
+    assert keys == adjust_keys == budget_keys("acct", lane)
+    assert take[:4] == ["take", 7.5, 8, 1_010_000] and take[5] == 20
+    assert adjust[0] == "adjust" and adjust[4:8] == [500_000, -1, THROTTLE_FACTOR, 10_000_000]
+
+
+@pytest.mark.parametrize("units", [0, -1])
+async def test_asking_for_no_units_is_an_error(units: int) -> None:
+    clock = FakeClock()
+    with pytest.raises(ValueError, match="units must be >= 1"):
+        await shared(Scripted(), clock, Sleeps(clock)).acquire("linear", 5.0, units=units)
+    with pytest.raises(ValueError, match="units must be >= 1"):
+        await local(clock).acquire("linear", 5.0, units=units)
 
 
 async def test_a_refusal_is_slept_exactly_once_then_asked_again() -> None:
     clock = FakeClock()
     sleeps, script = Sleeps(clock), Scripted(wait(37_500), grant())
-    assert await shared(script, clock, sleeps).acquire("linear", 5.0) is True
+    assert await shared(script, clock, sleeps).acquire("linear", 5.0) == 1
     assert sleeps.taken == [0.0375]
     assert len(script.calls) == 2
 
@@ -194,14 +252,14 @@ async def test_the_next_waiter_sleeps_until_the_grant_said_the_next_can_come_the
 async def test_a_wait_past_the_deadline_gives_up_at_once_without_sleeping() -> None:
     clock = FakeClock()
     sleeps, script = Sleeps(clock), Scripted(wait(3_000_000))
-    assert await shared(script, clock, sleeps).acquire("linear", 2.0) is False
+    assert await shared(script, clock, sleeps).acquire("linear", 2.0) == 0
     assert sleeps.taken == [] and len(script.calls) == 1
 
 
 async def test_no_time_left_asks_nothing() -> None:
     clock = FakeClock()
     sleeps, script = Sleeps(clock), Scripted()
-    assert await shared(script, clock, sleeps).acquire("linear", 0.0) is False
+    assert await shared(script, clock, sleeps).acquire("linear", 0.0) == 0
     assert script.calls == []
 
 
@@ -209,7 +267,7 @@ async def test_redis_unreachable_is_retried_with_growing_pauses_and_grants_nothi
     clock = FakeClock()
     down = RedisConnectionError("refused")
     sleeps, script = Sleeps(clock), Scripted(down, OSError("reset"), grant())
-    assert await shared(script, clock, sleeps).acquire("linear", 5.0) is True
+    assert await shared(script, clock, sleeps).acquire("linear", 5.0) == 1
     assert sleeps.taken == [0.05, 0.1]
 
 
@@ -217,7 +275,7 @@ async def test_redis_unreachable_until_the_deadline_means_no_grant() -> None:
     clock = FakeClock()
     down = [RedisConnectionError("refused") for _ in range(20)]
     sleeps, script = Sleeps(clock), Scripted(*down)
-    assert await shared(script, clock, sleeps).acquire("linear", 1.0) is False
+    assert await shared(script, clock, sleeps).acquire("linear", 1.0) == 0
     assert sum(sleeps.taken) < 1.0 and len(script.calls) == len(sleeps.taken) + 1
 
 
@@ -226,7 +284,7 @@ async def test_a_hung_redis_call_times_out_and_counts_as_unreachable() -> None:
     sleeps = Sleeps(clock)
     script = Scripted(grant(), held=True)
     budget = shared(script, clock, sleeps, call_timeout_s=0.01)
-    assert await budget.acquire("linear", 0.04) is False  # 0.05 s backoff: past the deadline
+    assert await budget.acquire("linear", 0.04) == 0  # 0.05 s backoff: past the deadline
     assert len(script.calls) == 1
 
 
@@ -243,7 +301,7 @@ async def test_local_waiters_queue_in_arrival_order_and_only_the_first_asks_redi
     budget = shared(script, clock, Sleeps(clock))
     served: list[str] = []
 
-    async def take(name: str, category: str = "linear") -> bool:
+    async def take(name: str, category: str = "linear") -> int:
         granted = await budget.acquire(category, 5.0)
         served.append(name)
         return granted
@@ -260,7 +318,7 @@ async def test_local_waiters_queue_in_arrival_order_and_only_the_first_asks_redi
         await settle()
     script.gates[1].set()
     await settle()
-    assert served == ["a", "b", "c", "spot"] and spot.result() is True
+    assert served == ["a", "b", "c", "spot"] and spot.result() == 1
 
 
 async def test_headers_that_change_nothing_cost_no_redis_call() -> None:
@@ -363,12 +421,70 @@ async def test_local_budget_categories_pace_apart() -> None:
     assert not await budget.acquire("linear", 0.0)
 
 
+async def test_local_budget_with_a_burst_of_one_grants_one_unit_however_many_are_asked() -> None:
+    clock = FakeClock()
+    budget = local(clock)
+    clock.now += 60
+    assert await budget.acquire("linear", 0.0, units=5) == 1
+    assert await budget.acquire("linear", 0.0, units=5) == 0
+
+
+WINDOW = 1.0 + 1 / 64  # exact in binary: the fake clock lands on the window's edge
+
+
+def batches(clock: FakeClock) -> LocalBudget:
+    return LocalBudget.batches(8, clock=clock, margin_s=1 / 64)
+
+
+async def test_local_batch_lane_grants_its_whole_limit_at_once_and_no_more_in_a_window() -> None:
+    clock = FakeClock()
+    budget, lane = batches(clock), batch_lane("linear")
+    assert await budget.acquire(lane, 0.0, units=20) == 8
+    assert await budget.acquire(batch_lane("spot"), 0.0, units=3) == 3  # a lane of its own
+    clock.now += 1.0  # the bucket is full again, the window is not over
+    assert await budget.acquire(lane, 0.0, units=20) == 0
+    clock.now = 100.0 + WINDOW
+    assert await budget.acquire(lane, 0.0, units=5) == 5
+    assert await budget.acquire(lane, 0.0, units=5) == 3
+
+
+async def test_local_batch_lane_waiter_gets_the_first_unit_and_what_else_is_there(
+    spawn: Spawn,
+) -> None:
+    clock = FakeClock()
+    budget, lane = batches(clock), batch_lane("linear")
+    assert await budget.acquire(lane, 0.0, units=8) == 8
+    waiter = spawn(budget.acquire(lane, 5.0, units=5))
+    await settle()
+    assert not waiter.done()
+    clock.now = 100.0 + WINDOW  # the window's grants leave it; the timer would fire now
+    budget.bucket(lane).wake()
+    await settle()
+    assert waiter.result() == 5
+
+
+async def test_local_batch_lane_keeps_to_a_lower_limit_from_the_exchange() -> None:
+    clock = FakeClock()
+    budget, lane = batches(clock), batch_lane("linear")
+    assert await budget.acquire(lane, 0.0, units=8) == 8
+    await budget.heard(lane, Venue(limit=4, remaining=3))
+    clock.now = 104.0
+    assert await budget.acquire(lane, 0.0, units=20) == 4
+    clock.now = 104.5  # tokens exist, the lower limit is spent within the window
+    assert await budget.acquire(lane, 0.0, units=20) == 0
+    clock.now = 104.0 + WINDOW
+    assert await budget.acquire(lane, 0.0, units=20) == 4
+    await budget.heard(lane, Venue(limit=8, remaining=4))
+    clock.now = 108.0
+    assert await budget.acquire(lane, 0.0, units=20) == 8
+
+
 async def test_local_budget_gives_up_when_no_token_comes_in_time_and_keeps_it() -> None:
     bucket = TokenBucket(10, 1, clock=asyncio.get_running_loop().time)
     budget = LocalBudget.of(bucket)
     assert await budget.acquire("linear", 1.0)
     bucket.hold(60)
-    assert await budget.acquire("linear", 0.01) is False
+    assert await budget.acquire("linear", 0.01) == 0
     assert bucket.delay() == pytest.approx(60, abs=0.1)
 
 

@@ -399,3 +399,124 @@ async def test_throttle_slows_the_rate_for_a_while_then_recovers() -> None:
     assert bucket.try_acquire()
     assert bucket.rate == 10.0
     assert bucket.delay() == 0.1
+
+
+# ---- several tokens at once, and the rolling window ------------------------------------------
+
+WINDOW = 1.0 + 1 / 64  # a second plus a margin, exact in binary
+
+
+def windowed(clock: FakeClock, rate: float = 8, **kw: Any) -> TokenBucket:
+    return TokenBucket(rate, burst=int(rate), clock=clock, window_s=WINDOW, **kw)
+
+
+def test_take_takes_what_exists_up_to_the_ask() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=4, burst=3, clock=clock)
+    assert bucket.take(2) == 2
+    assert bucket.take(5) == 1
+    assert bucket.take(5) == 0
+    clock.now = 0.5  # two tokens at 4/s
+    assert bucket.take(5) == 2
+
+
+def test_take_from_a_burst_of_one_is_one_token_at_most() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=4, burst=1, clock=clock)
+    clock.now = 1000.0
+    assert bucket.take(20) == 1
+    assert bucket.take(20) == 0
+
+
+async def test_take_does_not_jump_the_queue_or_a_hold(spawn: Spawn) -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=0.5, burst=3, clock=clock)
+    bucket.hold(1.0)
+    assert bucket.take(3) == 0  # three tokens, but held
+    spawn(bucket.acquire())
+    await settle()
+    clock.now = 8.0  # the hold is over, but a waiter is first in line
+    assert bucket.take(3) == 0
+
+
+def test_without_a_window_a_full_burst_and_its_refill_overrun_a_second() -> None:
+    """Why the batch lane keeps a log: burst 8 at 8/s grants 15 within one second."""
+    clock = FakeClock()
+    bucket = TokenBucket(8, burst=8, clock=clock)
+    granted = bucket.take(8)
+    clock.now = 0.875
+    assert granted + bucket.take(8) == 15
+
+
+def test_a_window_bounds_the_burst_and_its_refill_to_the_limit() -> None:
+    clock = FakeClock()
+    bucket = windowed(clock)
+    assert bucket.take(20) == 8
+    clock.now = 1.0  # the bucket is full again, the window is not over
+    assert bucket.take(20) == 0
+    assert bucket.delay() == 1 / 64
+    clock.now = WINDOW
+    assert bucket.take(3) == 3
+    assert bucket.take(20) == 5
+    assert bucket.take(1) == 0
+
+
+def test_a_windowed_bucket_taken_from_at_every_step_never_overruns_and_uses_it_all() -> None:
+    clock = FakeClock()
+    bucket = windowed(clock)
+    stamps: list[float] = []
+    for tick in range(160):  # ten seconds in sixteenths, asking three each time
+        clock.now = tick / 16
+        stamps += [clock.now] * bucket.take(3)
+    for stamp in stamps:
+        assert sum(1 for s in stamps if stamp <= s < stamp + WINDOW) <= 8
+    assert len(stamps) >= 8 * (10 // WINDOW)  # one full window after another
+
+
+async def test_a_waiter_behind_a_full_window_is_woken_when_the_oldest_grant_leaves_it(
+    spawn: Spawn,
+) -> None:
+    loop = RecordingLoop(asyncio.get_running_loop())
+    clock = FakeClock()
+    bucket = windowed(clock, loop=loop)
+    assert bucket.take(8) == 8
+    clock.now = 1.0
+    waiter = spawn(bucket.acquire())
+    await settle()
+    assert [delay for delay, _ in loop.timers] == [1 / 64]  # one timer, at the window's edge
+    step(clock, bucket, WINDOW - 1 / 1024)
+    await settle()
+    assert not waiter.done()
+    step(clock, bucket, WINDOW)
+    await settle()
+    assert waiter.result() == 1 / 64
+    assert bucket.take(20) == 7
+
+
+async def test_a_grant_given_back_leaves_the_window_too(spawn: Spawn) -> None:
+    clock = FakeClock()
+    bucket = windowed(clock, rate=1)
+    assert bucket.try_acquire()
+    waiter = spawn(bucket.acquire())
+    await settle()
+    step(clock, bucket, 2.0)  # granted to the waiter's future...
+    waiter.cancel()  # ...which will not use it
+    await settle()
+    assert bucket.try_acquire() is True  # token and window room both came back
+    assert bucket.try_acquire() is False
+
+
+def test_a_lower_rate_is_a_lower_limit_for_the_window() -> None:
+    clock = FakeClock()
+    bucket = windowed(clock)
+    assert bucket.take(4) == 4
+    bucket.set_rate(4)
+    clock.now = 1.0  # tokens exist, but four already went out within the window
+    assert bucket.take(8) == 0
+    clock.now = 2.0
+    assert bucket.take(8) == 4
+
+
+def test_a_window_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="window_s must be > 0"):
+        TokenBucket(8, 8, clock=FakeClock(), window_s=0)
