@@ -228,12 +228,11 @@ class SimAdmin:
         return {o["orderLinkId"]: int(o["received_ns"]) for o in await self.orders()}
 
     async def created(self) -> int:
-        """Order-create requests seen since the last reset, whatever their answer."""
-        requests = (await self.stats()).get("requests", {})
-        return int(requests.get("/v5/order/create", 0))
+        """Orders asked for since the last reset, alone or in a batch, whatever their answer."""
+        return int((await self.stats()).get("orders", 0))
 
     async def wait_created(self, count: int, within_s: float) -> bool:
-        """Until ``count`` order requests have arrived; False if not within ``within_s``."""
+        """Until ``count`` orders have arrived; False if not within ``within_s``."""
         deadline = time.monotonic() + within_s
         while await self.created() < count:
             if time.monotonic() > deadline:

@@ -19,7 +19,7 @@ from executor import logs
 from executor.breaker import CircuitBreaker, State
 from executor.budget import SharedBudget, account_name, key_name
 from executor.bybit.client import ApiKey, BybitClient
-from executor.bybit.transport import AiohttpTransport
+from executor.bybit.transport import AiohttpSender, HttpxSender, Sender
 from executor.dedup import Dedup
 from executor.health import Health, HealthServer
 from executor.instruments import MarketData, Refusal, fit
@@ -140,7 +140,7 @@ class Daemon:
 
     settings: Settings
     redis: Redis
-    http: httpx.AsyncClient
+    http: Sender
     client: BybitClient
     pool: KeyPool | None
     breaker: CircuitBreaker
@@ -148,6 +148,7 @@ class Daemon:
     pipeline: Pipeline
     metrics: Metrics
     budget: SharedBudget | LocalBudget | None = None
+    batch_budget: SharedBudget | LocalBudget | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started: bool = False
 
@@ -206,6 +207,8 @@ class Daemon:
             if isinstance(self.budget, SharedBudget) and s.rate_limit_key is None and accounts:
                 # Bybit counts per account: every replica and key of it shares one budget.
                 self.budget.name = account_name(next(iter(accounts.values())))
+                if isinstance(self.batch_budget, SharedBudget):
+                    self.batch_budget.name = self.budget.name
         self.started = True
         log.info(
             "daemon.started",
@@ -410,28 +413,42 @@ def pre_send(settings: Settings, market: MarketData) -> Prepare:
 
 
 def rate_budget(
-    settings: Settings, redis: Redis, keys: list[ApiKey], clock: Callable[[], float]
+    settings: Settings,
+    redis: Redis,
+    keys: list[ApiKey],
+    clock: Callable[[], float],
+    *,
+    batches: bool = False,
 ) -> SharedBudget | LocalBudget:
     """The order budget: shared through Redis by every replica (named by the
-    account once start-up has verified it), or paced by this process alone."""
+    account once start-up has verified it), or paced by this process alone.
+    ``batches``: the create-batch budget, counted per order, not paced."""
     rate, burst = settings.rate_limit_per_s, settings.rate_limit_burst
+    margin_s = settings.rate_limit_margin_ms / 1000
     if not settings.rate_limit_shared:
+        if batches:
+            return LocalBudget.batches(rate, clock=clock, margin_s=margin_s)
         return LocalBudget.paced(rate, burst, clock=clock)
     name = settings.rate_limit_key or (key_name(keys[0].key) if keys else "unkeyed")
-    margin_s = settings.rate_limit_margin_ms / 1000
+    if batches:
+        return SharedBudget.batches(redis, name=name, rate=rate, margin_s=margin_s)
     return SharedBudget.on(redis, name=name, rate=rate, burst=burst, margin_s=margin_s)
 
 
-def http_client(settings: Settings) -> httpx.AsyncClient:
-    """The exchange's HTTP client: httpx's interface on aiohttp's connection pool,
-    or httpx's own transport when HTTP_TRANSPORT says so."""
-    timeout = httpx.Timeout(settings.request_timeout_s, connect=5.0)
+def http_client(settings: Settings) -> Sender:
+    """The exchange's sender: aiohttp's connection pool, or httpx's client when
+    HTTP_TRANSPORT says so."""
     headers = {"User-Agent": "executor"}
     if settings.http_transport == "httpx":
+        timeout = httpx.Timeout(settings.request_timeout_s, connect=5.0)
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-        return httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers)
-    transport = AiohttpTransport(timeout_s=settings.request_timeout_s, max_connections=64)
-    return httpx.AsyncClient(transport=transport, timeout=timeout, headers=headers)
+        return HttpxSender(httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers))
+    return AiohttpSender(
+        timeout_s=settings.request_timeout_s,
+        connect_timeout_s=5.0,
+        max_connections=64,
+        headers=headers,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -480,6 +497,7 @@ async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[D
         submitter_options.setdefault("prepare", pre_send(settings, market))
         halt = Halt()
         budget = rate_budget(settings, redis, keys, loop.time)
+        batches = rate_budget(settings, redis, keys, loop.time, batches=True)
         submitter = Submitter(
             client,
             pool if pool is not None else [],
@@ -488,6 +506,8 @@ async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[D
             dry_run=settings.dry_run,
             halted=halt,
             observer=metrics,
+            batches=batches if settings.batch_orders else None,
+            batch_size=settings.batch_size,
             **submitter_options,
         )
         intake = Intake(
@@ -514,7 +534,17 @@ async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[D
             observer=metrics,
         )
         yield Daemon(
-            settings, redis, http, client, pool, breaker, halt, pipeline, metrics, budget=budget
+            settings,
+            redis,
+            http,
+            client,
+            pool,
+            breaker,
+            halt,
+            pipeline,
+            metrics,
+            budget=budget,
+            batch_budget=batches,
         )
     finally:
         await http.aclose()

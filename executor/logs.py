@@ -51,6 +51,19 @@ class Redactor:
         return event
 
 
+# make_filtering_bound_logger hands out one class per level, so identity tells the level.
+_ABOVE_DEBUG = frozenset(
+    structlog.make_filtering_bound_logger(level)
+    for level in (logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
+)
+
+
+def debug_enabled() -> bool:
+    """Whether a debug event would be printed: a hot path skips building its
+    fields when not (a filtered call still evaluates them)."""
+    return structlog.get_config()["wrapper_class"] not in _ABOVE_DEBUG
+
+
 # Libraries that log every request at INFO; heard only at debug level.
 _CHATTY = ("httpx", "httpcore", "aiohttp.access", "hpack")
 

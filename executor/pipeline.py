@@ -28,6 +28,7 @@ from executor.submitter import Outcome, Submitter, Unresolved
 log = structlog.get_logger("executor")
 
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+MAX_BATCHES = 4  # create-batch requests in flight per category
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class Pipeline:
         self._busy = 0
         self._idle: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._batches: dict[str, int] = {}  # create-batch requests in flight, per category
         self.redis_ok = False
 
     async def run(self, stop: asyncio.Event, drain_timeout_s: float = 20.0) -> None:
@@ -279,21 +281,71 @@ class Pipeline:
                 job = await self.queue.get()
             finally:
                 self._idle.discard(task)
-            self._busy += 1
+            batch, alone = self._take_more(job)
+            jobs = batch + alone
+            self._busy += len(jobs)
             try:
-                await self._work(job)
+                await asyncio.gather(
+                    *([self._work_batch(batch)] if batch else []), *map(self._work, alone)
+                )
             finally:
-                self._busy -= 1
-                self._in_hand.discard(job.entry.id)
-                self.queue.task_done()
+                self._busy -= len(jobs)
+                for done in jobs:
+                    self._in_hand.discard(done.entry.id)
+                    self.queue.task_done()
+
+    def _take_more(self, job: Job) -> tuple[list[Job], list[Job]]:
+        """``job`` and, when more of its category are queued and batching pays,
+        those too: (orders for one create-batch, orders to send alone).
+
+        Jobs taken that cannot join (another category, possibly sent before)
+        are sent alone by this worker. At most ``MAX_BATCHES`` batches per
+        category are in flight, so the single-order budget keeps its own share.
+        """
+        category = job.signal.category.value
+        size = self.submitter.batch_size(category)
+        if (
+            size < 2
+            or job.maybe_sent
+            or self.queue.empty()
+            or self._batches.get(category, 0) >= MAX_BATCHES
+        ):
+            return [], [job]
+        batch, alone = [job], []
+        while len(batch) < size and not self.queue.empty():
+            more = self.queue.get_nowait()
+            if more.maybe_sent or more.signal.category.value != category:
+                alone.append(more)
+            else:
+                batch.append(more)
+        return batch, alone
+
+    async def _work_batch(self, jobs: list[Job]) -> None:
+        category = jobs[0].signal.category.value
+        self._batches[category] = self._batches.get(category, 0) + 1
+        try:
+            outcomes = await self.submitter.submit_batch(
+                [job.signal for job in jobs], [job.entry.stream_ms for job in jobs]
+            )
+        finally:
+            self._batches[category] -= 1
+        await asyncio.gather(*map(self._record, jobs, outcomes))
 
     async def _work(self, job: Job) -> None:
         try:
-            outcome = await self.submitter.submit(
+            outcome: Outcome | Unresolved = await self.submitter.submit(
                 job.signal, maybe_sent=job.maybe_sent, received_ms=job.entry.stream_ms
             )
         except Unresolved as exc:
-            log.error("order.unresolved", id=job.signal.id, entry_id=job.entry.id, reason=str(exc))
+            outcome = exc
+        await self._record(job, outcome)
+
+    async def _record(self, job: Job, outcome: Outcome | Unresolved) -> None:
+        """Write a terminal outcome with its ack; an unresolved one stays pending."""
+        if isinstance(outcome, Unresolved):
+            log.error(
+                "order.unresolved", id=job.signal.id, entry_id=job.entry.id, reason=str(outcome)
+            )
             return
         done = self.dedup.done(job.signal.id, job.entry.id, outcome.status)
         result = self._result(job.entry, job.signal, outcome)

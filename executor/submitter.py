@@ -19,9 +19,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+import structlog
+
+from executor.bybit.answer import BatchAnswer, BatchItem
 from executor.bybit.client import Answer, ApiKey, BybitClient
 from executor.keys import KeyPool
-from executor.limiter import LocalBudget, TokenBucket, Venue
+from executor.limiter import LocalBudget, TokenBucket, Venue, batch_lane
 from executor.observe import NO_OBSERVER, Observer
 from executor.outcome import (
     RATE_LIMIT_CODE,
@@ -34,6 +37,11 @@ from executor.outcome import (
 from executor.signals import Signal
 
 LOOKUP_ATTEMPTS = 5
+LINEAR_BATCH = 20  # orders in one create-batch: linear, inverse, option
+SPOT_BATCH = 10
+BATCH_WAIT_S = 1.0  # the batch budget's window: orders not granted by then go one by one
+
+log = structlog.get_logger("executor")
 
 # The order body to send, or the reason it must not be sent (risk, instrument rules).
 Prepare = Callable[[Signal], Awaitable[dict[str, Any] | str]]
@@ -92,8 +100,13 @@ class Submitter:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: random.Random | None = None,
         observer: Observer = NO_OBSERVER,
+        batches: Budget | None = None,
+        batch_size: int = 20,
     ) -> None:
         self._observer = observer
+        # Batches draw on their own budget (``limiter.batch_lane``); None: never batch.
+        self._batches = batches
+        self._batch_size = batch_size
         if isinstance(keys, KeyPool):
             self._pool: KeyPool | None = keys
         elif keys:
@@ -189,6 +202,129 @@ class Submitter:
             if verdict is Verdict.IP_BAN:
                 continue  # the client now holds every request until the ban ends
             await self._recover(answer, attempts)
+
+    def batch_size(self, category: str) -> int:
+        """How many orders of ``category`` may go in one create-batch (1: batching off)."""
+        if self._batches is None or self._pool is None or self._dry_run:
+            return 1
+        return min(self._batch_size, SPOT_BATCH if category == "spot" else LINEAR_BATCH)
+
+    async def submit_batch(
+        self, signals: Sequence[Signal], received_ms: Sequence[float | None]
+    ) -> list[Outcome | Unresolved]:
+        """Place several new orders of one category, as many as the batch budget
+        grants now in one create-batch; every order the answer does not settle,
+        and every one not granted, goes through ``submit`` on its own.
+
+        A batch request is the first attempt of each order in it: one that may
+        have landed (no answer, an unknown item) is looked up before any resend,
+        with the same orderLinkId.
+        """
+        settled: dict[int, Outcome | Unresolved] = {}
+        alone: dict[int, bool] = {}  # index -> may have been sent by the batch
+        tried: set[int] = set()
+        key = self._pool.active if self._pool else None
+        bodies: list[tuple[int, dict[str, Any]]] = []
+        for index, signal in enumerate(signals):
+            prepared = await self._prepare(signal)
+            if isinstance(prepared, str):
+                settled[index] = Outcome(status="rejected", key=key.name if key else "",
+                                         ret_msg=f"refused locally: {prepared}")  # fmt: skip
+            else:
+                bodies.append((index, prepared))
+        category = signals[0].category.value
+        pending = bodies if len(bodies) > 1 else []
+        while pending and key is not None and self._batches is not None:
+            if self._halted() is not None or self._client.pause_s() > 0:
+                break
+            # Grants come as the batch budget's window frees: send what each
+            # brings; orders still waiting after BATCH_WAIT_S go one by one.
+            within = min(BATCH_WAIT_S, self._left_s(signals[pending[0][0]]))
+            waiting = time.monotonic()
+            granted = await self._batches.acquire(batch_lane(category), within, len(pending))
+            self._observer.token_wait(time.monotonic() - waiting)
+            if not granted:
+                break
+            sent, pending = pending[:granted], pending[granted:]
+            for index, _ in sent:
+                arrived = received_ms[index]
+                if arrived is not None:
+                    self._observer.order_sent((self._wall_ms() - arrived) / 1000)
+            batch = await self._client.create_batch(key, category, [body for _, body in sent])
+            await self._hear_batch(category, key, batch)
+            whole = batch.answer
+            if whole.reply.failure is not Failure.HELD:
+                tried.update(index for index, _ in sent)
+            if not whole.ok:
+                # The batch as a whole was refused or lost: each order goes on
+                # alone, looked up first when the request may have landed.
+                maybe = classify(whole.reply) is Verdict.UNKNOWN
+                alone.update((index, maybe) for index, _ in sent)
+                break
+            for (index, _), item in zip(sent, batch.items, strict=True):
+                outcome = await self._settle_item(key, signals[index], item)
+                if outcome is not None:
+                    settled[index] = outcome
+                else:
+                    alone[index] = item.code is None or classify(item.reply) is Verdict.UNKNOWN
+        for index, _ in bodies:
+            if index not in settled and index not in alone:
+                alone[index] = False  # never sent
+
+        async def one(index: int) -> Outcome | Unresolved:
+            try:
+                outcome = await self.submit(
+                    signals[index], maybe_sent=alone[index], received_ms=received_ms[index]
+                )
+            except Unresolved as exc:
+                return exc
+            return replace(outcome, attempts=outcome.attempts + 1) if index in tried else outcome
+
+        retried = await asyncio.gather(*(one(index) for index in sorted(alone)))
+        settled.update(zip(sorted(alone), retried, strict=True))
+        return [settled[index] for index in range(len(signals))]
+
+    async def _hear_batch(self, category: str, key: ApiKey, batch: BatchAnswer) -> None:
+        answer = batch.answer
+        if answer.reply.failure is Failure.HELD:
+            return
+        refused = answer.reply.ret_code == RATE_LIMIT_CODE or any(
+            item.code == RATE_LIMIT_CODE for item in batch.items
+        )
+        assert self._batches is not None
+        await self._batches.heard(batch_lane(category), self._venue(answer), refused=refused)
+        verdict = classify(answer.reply)
+        if not answer.ok:
+            self._observer.order_answer(verdict.value, answer.reply.ret_code)
+        if verdict is Verdict.KEY_FAILURE and self._pool is not None:
+            reason = f"{answer.reply.ret_code or answer.reply.status} {answer.ret_msg}"
+            self._pool.fail(key, reason.strip())
+        elif verdict is Verdict.REJECTED and answer.reply.failure is None:
+            # The exchange refuses batches as such (an account without batch
+            # trading, a changed API): nothing in it was placed; go one by one.
+            self._batches = None
+            log.warning("batch.unavailable", ret_code=answer.reply.ret_code,
+                        ret_msg=answer.ret_msg[:200])  # fmt: skip
+
+    async def _settle_item(self, key: ApiKey, signal: Signal, item: BatchItem) -> Outcome | None:
+        """A batch item's final outcome, or None when the order must go on alone."""
+        if item.code is None:
+            return None  # the answer does not say: looked up before any resend
+        verdict = classify(item.reply)
+        self._observer.order_answer(verdict.value, item.code)
+        base = Outcome(status="accepted", key=key.name, attempts=1, ret_code=item.code,
+                       ret_msg=item.msg)  # fmt: skip
+        if verdict is Verdict.ACCEPTED:
+            return replace(base, order_id=item.order_id, ret_code=0)
+        if verdict is Verdict.ALREADY_PLACED:
+            try:
+                found = await self._lookup(key, signal)
+            except Unresolved:
+                return None
+            return replace(base, order_id=found or "")
+        if verdict is Verdict.REJECTED:
+            return replace(base, status="rejected")
+        return None
 
     def _expired(self, signal: Signal) -> bool:
         return self._wall_ms() >= signal.deadline_ms

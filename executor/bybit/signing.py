@@ -7,11 +7,11 @@ Callers serialise once, sign those bytes and send those same bytes.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 HEADER_KEY = "X-BAPI-API-KEY"
 HEADER_TIMESTAMP = "X-BAPI-TIMESTAMP"
@@ -23,7 +23,7 @@ HEADER_SIGN_TYPE = "X-BAPI-SIGN-TYPE"
 def sign(secret: str, timestamp_ms: int, api_key: str, recv_window_ms: int, payload: str) -> str:
     """Lowercase hex HMAC-SHA256 over Bybit's string to sign."""
     message = f"{timestamp_ms}{api_key}{recv_window_ms}{payload}"
-    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), message.encode(), "sha256").hex()
 
 
 def auth_headers(
@@ -39,8 +39,13 @@ def auth_headers(
 
 
 def compact_json(body: Mapping[str, Any]) -> bytes:
-    """The one serialisation of a POST body: compact, key order preserved."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    """The one serialisation of a POST body: compact, key order preserved, UTF-8.
+
+    Byte for byte what ``json.dumps(separators=(",", ":"), ensure_ascii=False)``
+    gives for the strings, integers and booleans an order holds (money is a
+    string, never a float), in a small fraction of the time.
+    """
+    return orjson.dumps(body)
 
 
 def verify(

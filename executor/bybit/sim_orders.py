@@ -63,6 +63,7 @@ class SimOrder:
     # The ticker price when the order arrived: a market order fills at it.
     last_price: str
     seq: int = 0
+    batch: bool = False  # came in a create-batch request (its own rate budget)
 
     def to_json(self) -> dict[str, Any]:
         """The admin API's record: Bybit's field names plus who sent it and when it arrived."""
@@ -80,6 +81,7 @@ class SimOrder:
             "timeInForce": self.time_in_force,
             "createdTime": self.created_ms,
             "received_ns": self.received_ns,
+            "batch": self.batch,
             "reduceOnly": self.reduce_only,
             "positionIdx": self.position_idx,
             "orderStatus": self.order_status,
@@ -257,7 +259,14 @@ class OrderBook:
         self.accounts: dict[int, Account] = {}
 
     def record(
-        self, parsed: OrderRequest, user_id: int, api_key: str, now_ms: int, received_ns: int
+        self,
+        parsed: OrderRequest,
+        user_id: int,
+        api_key: str,
+        now_ms: int,
+        received_ns: int,
+        *,
+        batch: bool = False,
     ) -> SimOrder | Rejection:
         account = self.accounts.get(user_id)
         if account is None:
@@ -285,6 +294,7 @@ class OrderBook:
             market_unit=parsed.market_unit,
             order_status="Filled" if parsed.order_type == "Market" else "New",
             last_price=str(parsed.fill_price),
+            batch=batch,
         )
         account.add(order)
         self.orders.append(order)

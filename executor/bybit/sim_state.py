@@ -275,12 +275,13 @@ class ExchangeState:
         return self._error(*TOO_MANY_VISITS, headers=admission.headers())
 
     def _place(
-        self, key: SimKey, params: Params, category: object, received_ns: int
+        self, key: SimKey, params: Params, category: object, received_ns: int, batch: bool = False
     ) -> SimOrder | Rejection:
         parsed = parse_order(params, category, self.market.instrument, self.market.last_price)
         if isinstance(parsed, tuple):
             return parsed
-        return self.book.record(parsed, key.user_id, key.api_key, self.now_ms(), received_ns)
+        now_ms = self.now_ms()
+        return self.book.record(parsed, key.user_id, key.api_key, now_ms, received_ns, batch=batch)
 
     # ---- endpoints -------------------------------------------------------------------
 
@@ -296,6 +297,7 @@ class ExchangeState:
 
     def _create(self, req: SimRequest, key: SimKey | None, params: Params) -> Answer:
         assert key is not None
+        self.stats.orders += 1
         category = params.get("category")
         admission = self._admit(key, "create", _category_key(category))
         if not admission.granted:
@@ -315,6 +317,7 @@ class ExchangeState:
         items = params.get("request")
         if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
             return self._error(10001, "params error: request invalid", peek)
+        self.stats.orders += len(items)
         cap = 10 if category == "spot" else 20
         if len(items) > cap:
             return self._error(10001, f"params error: batch size exceeds the limit of {cap}", peek)
@@ -326,7 +329,7 @@ class ExchangeState:
         for index, item in enumerate(items):
             placed: SimOrder | Rejection
             if index < admission.granted:
-                placed = self._place(key, item, category, req.received_ns)
+                placed = self._place(key, item, category, req.received_ns, batch=True)
             else:
                 self.stats.rate_limited += 1
                 placed = TOO_MANY_VISITS

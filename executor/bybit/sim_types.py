@@ -90,6 +90,7 @@ class SimStats:
     faults: Counter[str] = field(default_factory=Counter)
     rate_limited: int = 0
     ip_limited: int = 0
+    orders: int = 0  # orders asked for, alone or in a batch, whatever the answer
 
     def sent(self, status: int) -> None:
         self.http_status[status] += 1
@@ -101,6 +102,7 @@ class SimStats:
             "http_status": {str(code): n for code, n in self.http_status.items()},
             "rate_limited": self.rate_limited,
             "ip_limited": self.ip_limited,
+            "orders": self.orders,
             "faults": dict(self.faults),
             "faults_total": sum(self.faults.values()),
         }

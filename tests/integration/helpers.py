@@ -64,6 +64,9 @@ class GatedSubmitter:
         await self.gate.wait()
         return Outcome(status="accepted", order_id=f"oid-{signal.id}", key="primary", attempts=1)
 
+    def batch_size(self, category: str) -> int:
+        return 1  # one by one, so the record above is per signal
+
 
 def make_pipeline(
     redis: Redis,

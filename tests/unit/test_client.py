@@ -12,6 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from executor import logs
 from executor.bybit.client import (
     SAFETY_MARGIN_MS,
     Answer,
@@ -431,3 +432,28 @@ def test_api_key_fingerprint_shows_only_the_ends_of_the_key() -> None:
 
 def test_short_api_key_fingerprint_shows_nothing() -> None:
     assert ApiKey("secondary", "SHORTKEY", SecretStr(SECRET)).fingerprint == "…"
+
+
+# --- the request log line --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("level", "lines"), [("debug", 1), ("info", 0)])
+async def test_request_line_is_logged_at_debug_only(
+    make_client: MakeClient, capsys: pytest.CaptureFixture[str], level: str, lines: int
+) -> None:
+    logs.configure(level, "json")
+    try:
+        await make_client().create_order(KEY, DOC_ORDER)
+    finally:
+        logs.configure("info", "json")
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    found = [e for e in events if e["event"] == "exchange.request"]
+    assert len(found) == lines
+    if found:
+        assert {k: found[0][k] for k in ("method", "path", "key", "http_status", "ret_code")} == {
+            "method": "POST",
+            "path": "/v5/order/create",
+            "key": "primary",
+            "http_status": 200,
+            "ret_code": 0,
+        }

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from executor.logs import REDACTED, Redactor, configure
+from executor.logs import REDACTED, Redactor, configure, debug_enabled
 
 CANARY = "canary-secret-4f1d9a"
 
@@ -78,3 +78,15 @@ def test_debug_level_lets_library_request_lines_through(
         configure("info", "json")
     [line] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert line["event"] == f"HTTP Request: GET /?k={REDACTED}"
+
+
+@pytest.mark.parametrize(
+    ("level", "enabled"),
+    [("debug", True), ("info", False), ("warning", False), ("error", False)],
+)
+def test_debug_enabled_follows_the_configured_level(level: str, enabled: bool) -> None:
+    configure(level, "json")
+    try:
+        assert debug_enabled() is enabled
+    finally:
+        configure("info", "json")

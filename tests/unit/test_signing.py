@@ -6,7 +6,11 @@ the code under test.
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from executor.bybit.signing import auth_headers, compact_json, sign, verify
 from tests.unit_helpers import DOC_ORDER
@@ -112,3 +116,27 @@ def test_auth_headers_carry_key_timestamp_window_and_published_signature() -> No
 def test_auth_headers_never_contain_the_secret() -> None:
     headers = auth_headers(KEY, SECRET, TIMESTAMP_MS, RECV_WINDOW_MS, GET_QUERY)
     assert all(SECRET not in value for value in headers.values())
+
+
+# What an order body can hold: text (money included), 64-bit integers, booleans, nesting.
+_SCALARS = (
+    st.text() | st.integers(min_value=-(2**63), max_value=2**64 - 1) | st.booleans() | st.none()
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(), _VALUES, max_size=8))
+def test_compact_json_is_byte_for_byte_the_standard_librarys(body: dict[str, object]) -> None:
+    expected = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    assert compact_json(body) == expected
+
+
+def test_compact_json_keeps_escapes_and_non_ascii_as_the_standard_library_does() -> None:
+    body = {"note": 'q"\\/\n\t\x00\x1f\x7f é 中 😀 \u2028', "n": 2**63, "ok": True, "x": None}
+    expected = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    assert compact_json(body) == expected

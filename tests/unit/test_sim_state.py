@@ -399,6 +399,7 @@ def test_accepted_order_records_every_field_with_arrival_stamp() -> None:
             "timeInForce": "PostOnly",
             "createdTime": T0 + 7,
             "received_ns": 1,
+            "batch": False,
             "reduceOnly": False,
             "positionIdx": 0,
             "orderStatus": "New",
