@@ -104,7 +104,8 @@ def targets(run: Run) -> list[Verdict]:
         verdicts.append(
             Verdict(
                 f"{budget.signals} signals at {run.limit_per_s} orders/s: all placed, "
-                f"no 10006, ≥ {MIN_BUDGET_USED:.0%} of the budget used",
+                f"no 10006, ≥ {MIN_BUDGET_USED:.0%} of the single-order budget used "
+                "(batches add their own)",
                 f"{budget.placed} placed, {budget.rate_limited}×10006, {used:.0%} used",
                 budget.finished and budget.rate_limited == 0 and used >= MIN_BUDGET_USED,
             )
@@ -392,9 +393,10 @@ def _findings(run: Run, verdicts: Sequence[Verdict]) -> list[str]:
         added = ", ".join(f"{d - f:.2f} ms at {rate}" for rate, d, f in slow)
         out.append(
             f"- At low rates the daemon adds {added} to the floor's p50. Before its "
-            "request leaves it validates the signal, claims its id in Redis (a round trip), "
-            "takes a rate-limit token (a round trip when the budget is shared through "
-            "Redis), checks the instrument rules and goes through httpx's client API."
+            "request leaves it validates the signal, claims its id in Redis and takes a "
+            "rate-limit token from the budget shared through Redis: two round trips the "
+            "floor does not make. At 1000/s orders that meet in the queue go out in "
+            "create-batch requests: less CPU per order, more wait for the first of them."
         )
     return out
 

@@ -242,10 +242,11 @@ class Submitter:
             within = min(BATCH_WAIT_S, self._left_s(signals[pending[0][0]]))
             waiting = time.monotonic()
             granted = await self._batches.acquire(batch_lane(category), within, len(pending))
-            self._observer.token_wait(time.monotonic() - waiting)
             if not granted:
                 break
             sent, pending = pending[:granted], pending[granted:]
+            for _ in sent:
+                self._observer.token_wait(time.monotonic() - waiting)
             for index, _ in sent:
                 arrived = received_ms[index]
                 if arrived is not None:

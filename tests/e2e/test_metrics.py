@@ -36,7 +36,9 @@ async def test_metrics_count_what_happened_and_describe_the_state(
             "expires_at_ms": int(time.time() * 1000) + 10 * DAY_MS,
         }
         await sim_post(url, "/sim/keys", expiring)
+        # One create request per order, so the per-endpoint counts below are per order.
         env = daemon_env(redis_url, url, names, EXECUTOR_QUEUE_SIZE="50",
+                         EXECUTOR_BATCH_ORDERS="false",
                          EXECUTOR_SECONDARY_API_KEY=expiring["api_key"],
                          EXECUTOR_SECONDARY_API_SECRET=expiring["secret"])  # fmt: skip
         proc = start_daemon(tmp_path, env, "metrics")
