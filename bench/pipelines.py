@@ -55,6 +55,7 @@ def daemon_env(
         "EXECUTOR_CONSUMER": consumer,
         "EXECUTOR_RATE_LIMIT_PER_S": "100000",
         "EXECUTOR_RATE_LIMIT_BURST": "100000",
+        "EXECUTOR_BATCH_ORDERS": "true",
         "EXECUTOR_LOG_LEVEL": "warning",
         "EXECUTOR_LOG_FORMAT": "json",
         "EXECUTOR_METRICS_PORT": "0",

@@ -124,7 +124,8 @@ async def test_batches_add_their_own_budget_to_a_burst_without_one_10006(
     out at up to twice the single-order limit, each budget within its limit."""
     total = 500
     with simulator(tmp_path) as (_sim, sim_url):
-        proc = start_daemon(tmp_path, daemon_env(redis_url, sim_url, names), "batched")
+        env = daemon_env(redis_url, sim_url, names, EXECUTOR_BATCH_ORDERS="true")
+        proc = start_daemon(tmp_path, env, "batched")
         fleet.append(proc)
         await until_ready(proc)
         sigs = signals_for("batched-", total)
