@@ -127,17 +127,23 @@ class Submitter:
         self._rng = rng or random.Random()
 
     async def submit(
-        self, signal: Signal, *, maybe_sent: bool = False, received_ms: float | None = None
+        self,
+        signal: Signal,
+        *,
+        maybe_sent: bool = False,
+        received_ms: float | None = None,
+        body: dict[str, Any] | None = None,
     ) -> Outcome:
         """Place the signal's order once; ``maybe_sent`` when an earlier run may have.
-        ``received_ms``: when its stream entry was appended (for the latency metric)."""
+        ``received_ms``: when its stream entry was appended (for the latency metric).
+        ``body``: the order as already prepared (checked once, counted once by the risk gate)."""
         key = self._pool.active if self._pool else None
         base = Outcome(status="", key=key.name if key else "")
         if maybe_sent and key is not None:
             found = await self._lookup(key, signal)
             if found is not None:
                 return replace(base, status="accepted", order_id=found)
-        prepared = await self._prepare(signal)
+        prepared = body if body is not None else await self._prepare(signal)
         if isinstance(prepared, str):
             return replace(base, status="rejected", ret_msg=f"refused locally: {prepared}")
         attempts = 0
@@ -186,8 +192,7 @@ class Submitter:
             if verdict is Verdict.REJECTED:
                 return _with_answer(replace(base, status="rejected", attempts=attempts), answer)
             if verdict is Verdict.KEY_FAILURE:
-                reason = f"{answer.reply.ret_code or answer.reply.status} {answer.ret_msg}"
-                spare = self._pool.fail(key, reason.strip()) if self._pool else None
+                spare = self._pool.fail(key, _refusal(answer)) if self._pool else None
                 if spare is None:
                     return _with_answer(replace(base, status="rejected", attempts=attempts),
                                         answer)  # fmt: skip
@@ -245,9 +250,9 @@ class Submitter:
             if not granted:
                 break
             sent, pending = pending[:granted], pending[granted:]
-            for _ in sent:
-                self._observer.token_wait(time.monotonic() - waiting)
+            waited = time.monotonic() - waiting
             for index, _ in sent:
+                self._observer.token_wait(waited)
                 arrived = received_ms[index]
                 if arrived is not None:
                     self._observer.order_sent((self._wall_ms() - arrived) / 1000)
@@ -272,10 +277,15 @@ class Submitter:
             if index not in settled and index not in alone:
                 alone[index] = False  # never sent
 
+        body_of = dict(bodies)
+
         async def one(index: int) -> Outcome | Unresolved:
             try:
                 outcome = await self.submit(
-                    signals[index], maybe_sent=alone[index], received_ms=received_ms[index]
+                    signals[index],
+                    maybe_sent=alone[index],
+                    received_ms=received_ms[index],
+                    body=body_of[index],
                 )
             except Unresolved as exc:
                 return exc
@@ -298,8 +308,7 @@ class Submitter:
         if not answer.ok:
             self._observer.order_answer(verdict.value, answer.reply.ret_code)
         if verdict is Verdict.KEY_FAILURE and self._pool is not None:
-            reason = f"{answer.reply.ret_code or answer.reply.status} {answer.ret_msg}"
-            self._pool.fail(key, reason.strip())
+            self._pool.fail(key, _refusal(answer))
         elif verdict is Verdict.REJECTED and answer.reply.failure is None:
             # The exchange refuses batches as such (an account without batch
             # trading, a changed API): nothing in it was placed; go one by one.
@@ -380,13 +389,17 @@ class Submitter:
                 return None
             if self._pool is not None and classify(answer.reply) is Verdict.KEY_FAILURE:
                 # Refused key: ask with the other key of the same account instead.
-                reason = f"{answer.reply.ret_code or answer.reply.status} {answer.ret_msg}"
-                spare = self._pool.fail(key, reason.strip())
+                spare = self._pool.fail(key, _refusal(answer))
                 if spare is not None and spare.name != key.name:
                     key = spare
                     continue
             await self._sleep(backoff_s(attempt, rng=self._rng))
         raise Unresolved(f"order {signal.order_link_id} could not be looked up")
+
+
+def _refusal(answer: Answer) -> str:
+    """Why a key was refused, for the key pool's log and metrics."""
+    return f"{answer.reply.ret_code or answer.reply.status} {answer.ret_msg}".strip()
 
 
 def _with_answer(outcome: Outcome, answer: Answer | None) -> Outcome:
