@@ -55,6 +55,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from executor.coalesce import Rider
 from executor.limiter import THROTTLE_FACTOR, THROTTLE_S, Venue, follow
 
 log = structlog.get_logger("executor")
@@ -235,10 +236,12 @@ class SharedBudget:
             lane = self._lanes[category] = _Lane()
         return lane
 
+    def _argv(self, op: str, *args: str | int | float) -> list[Any]:
+        return [op, self._rate, self._burst, self._window_us, *args, STATE_TTL_S]
+
     async def _call(self, category: str, op: str, *args: str | int | float) -> list[int]:
-        argv = [op, self._rate, self._burst, self._window_us, *args, STATE_TTL_S]
         async with asyncio.timeout(self._call_timeout_s):
-            reply = await self._script(keys=self.keys(category), args=argv)
+            reply = await self._script(keys=self.keys(category), args=self._argv(op, *args))
         return [int(x) for x in reply]
 
     async def acquire(self, category: str, within_s: float, units: int = 1) -> int:
@@ -275,12 +278,8 @@ class SharedBudget:
                         return 0
                     await self._sleep(early)
                     continue
-                asked = self._clock()
                 try:
-                    self._grants += 1
-                    granted, micros, cap, _now = await self._call(
-                        category, "take", f"{self._id}:{self._grants}", min(lane.asking, MAX_UNITS)
-                    )
+                    granted, micros = await self._take(category, lane, lane.asking)
                 except UNAVAILABLE as exc:
                     failures += 1
                     delay = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** (failures - 1))
@@ -295,10 +294,7 @@ class SharedBudget:
                         return 0
                     await self._sleep(delay)
                     continue
-                self._note_cap(category, lane, cap)
                 if granted:
-                    lane.next_at = asked + micros / 1_000_000
-                    lane.ready_at = self._clock() + micros / 1_000_000
                     mine = min(units, granted)
                     lane.spare, lane.spare_at = granted - mine, self._clock()
                     return mine
@@ -306,6 +302,47 @@ class SharedBudget:
                 if wait >= left:
                     return 0
                 await self._sleep(wait)
+
+    async def _take(self, category: str, lane: _Lane, units: int) -> tuple[int, int]:
+        """One take call (the lane's lock held): (units granted, µs until the next
+        could come, or to wait when none was)."""
+        asked = self._clock()
+        reply = await self._call(category, "take", self._grant_id(), min(units, MAX_UNITS))
+        return self._granted(category, lane, asked, reply)
+
+    def _grant_id(self) -> str:
+        self._grants += 1
+        return f"{self._id}:{self._grants}"
+
+    def _granted(
+        self, category: str, lane: _Lane, asked: float, reply: list[int]
+    ) -> tuple[int, int]:
+        granted, micros, cap, _now = reply
+        self._note_cap(category, lane, cap)
+        if granted:
+            lane.next_at = asked + micros / 1_000_000
+            lane.ready_at = self._clock() + micros / 1_000_000
+        return granted, micros
+
+    def ahead(self, category: str, units: int) -> Rider | None:
+        """A take of up to ``units`` to ride along another script call (the claim
+        of the signals these grants are for), so that their callers' ``acquire``
+        costs no round trip of its own. Only on an idle lane; what is granted
+        waits as spare, for as long as a handed-on grant may, then lapses unused.
+        None when the lane is busy or must wait."""
+        lane = self._lane(category)
+        now = self._clock()
+        fresh = lane.spare and now - lane.spare_at <= self._spare_s
+        if units < 1 or fresh or lane.lock.locked() or lane.ready_at > now:
+            return None
+
+        def done(reply: list[Any]) -> None:
+            granted, _micros = self._granted(category, lane, now, [int(x) for x in reply])
+            if granted:
+                lane.spare, lane.spare_at = granted, self._clock()
+
+        argv = self._argv("take", self._grant_id(), min(units, MAX_UNITS))
+        return Rider(SCRIPT, self.keys(category), argv, done)
 
     async def heard(self, category: str, venue: Venue, *, refused: bool = False) -> None:
         """Share what an order answer's headers say; one script call, only when

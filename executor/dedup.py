@@ -14,6 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from executor.coalesce import Rider, riding
 from executor.intake import DedupWrite
 
 INFLIGHT = "inflight"
@@ -47,6 +48,8 @@ class Dedup:
     prefix: str
     ttl_s: int = 86_400
     _claim: Any = field(init=False, repr=False, compare=False)
+    # The claim script with a rider's script after it, by the rider's script.
+    _ridden: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_claim", self.redis.register_script(CLAIM))
@@ -57,8 +60,11 @@ class Dedup:
     async def claim(self, signal_id: str, entry_id: str) -> Claim:
         return (await self.claim_many([(signal_id, entry_id)]))[0]
 
-    async def claim_many(self, pairs: Sequence[tuple[str, str]]) -> list[Claim]:
-        """Claim several (signal id, entry id) pairs in one round trip, in order.
+    async def claim_many(
+        self, pairs: Sequence[tuple[str, str]], rider: Rider | None = None
+    ) -> list[Claim]:
+        """Claim several (signal id, entry id) pairs in one round trip, in order;
+        ``rider``: another script's call to make in the same round trip.
 
         A signal id that appears twice in ``pairs`` is claimed by its first entry;
         the later one is a duplicate, as if it had come in a later read.
@@ -66,8 +72,19 @@ class Dedup:
         if not pairs:
             return []
         keys = [self.key(signal_id) for signal_id, _ in pairs]
-        values = [f"{INFLIGHT}|{entry_id}" for _, entry_id in pairs]
-        replies = await self._claim(keys=keys, args=[self.ttl_s, *values])
+        args: list[Any] = [self.ttl_s, *(f"{INFLIGHT}|{entry_id}" for _, entry_id in pairs)]
+        if rider is None:
+            replies = await self._claim(keys=keys, args=args)
+        else:
+            script = self._ridden.get(rider.script)
+            if script is None:
+                script = self._ridden[rider.script] = self.redis.register_script(
+                    riding(CLAIM, rider.script)
+                )
+            replies, ridden = await script(
+                keys=[*keys, *rider.keys], args=[len(keys), len(args), *args, *rider.args]
+            )
+            rider.done(ridden)
         return [
             _verdict(reply, entry_id) for reply, (_, entry_id) in zip(replies, pairs, strict=True)
         ]

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from executor.coalesce import Rider
+
 # After a 10006 the whole account slows down for a while, not just one order.
 THROTTLE_FACTOR = 0.8
 THROTTLE_S = 10.0
@@ -326,6 +328,10 @@ class LocalBudget:
             except TimeoutError:
                 return 0
         return 1 + bucket.take(units - 1)
+
+    def ahead(self, category: str, units: int) -> Rider | None:
+        """Nothing to ask ahead for: a local token costs no round trip."""
+        return None
 
     async def heard(self, category: str, venue: Venue, *, refused: bool = False) -> None:
         bucket = self.bucket(category)

@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from executor.coalesce import Rider
 from executor.dedup import Claim, Dedup
 from executor.intake import KID_FIELD, SIG_FIELD, SIGNAL_FIELD, Entry, Intake
 from executor.observe import NO_OBSERVER, Observer
@@ -216,7 +217,9 @@ class Pipeline:
                 signal = await self._validate(entry)
                 if signal is not None:
                     valid.append((entry, signal))
-            claims = await self.dedup.claim_many([(s.id, entry.id) for entry, s in valid])
+            claims = await self.dedup.claim_many(
+                [(s.id, entry.id) for entry, s in valid], self._ahead(valid)
+            )
             for (entry, signal), claim in zip(valid, claims, strict=True):
                 if claim is Claim.DUPLICATE:
                     outcome = Outcome(status="duplicate", ret_msg="signal id already handled")
@@ -231,6 +234,16 @@ class Pipeline:
             for entry in fresh:
                 if entry.id not in queued:
                     self._in_hand.discard(entry.id)
+
+    def _ahead(self, valid: Sequence[tuple[Entry, Signal]]) -> Rider | None:
+        """When idle workers will send these signals alone at once (one category,
+        nothing queued), their budget grants, to ask for with their claims."""
+        if not valid or not self.queue.empty() or len(self._idle) < len(valid):
+            return None
+        category = valid[0][1].category.value
+        if any(signal.category.value != category for _, signal in valid):
+            return None
+        return self.submitter.ahead(category, len(valid))
 
     async def _validate(self, entry: Entry) -> Signal | None:
         """The entry's signal, or None once it has been dead-lettered."""
@@ -285,9 +298,12 @@ class Pipeline:
             jobs = batch + alone
             self._busy += len(jobs)
             try:
-                await asyncio.gather(
-                    *([self._work_batch(batch)] if batch else []), *map(self._work, alone)
-                )
+                if batch or len(alone) > 1:
+                    await asyncio.gather(
+                        *([self._work_batch(batch)] if batch else []), *map(self._work, alone)
+                    )
+                else:
+                    await self._work(job)  # no task of its own: one less loop turn
             finally:
                 self._busy -= len(jobs)
                 for done in jobs:
@@ -295,8 +311,10 @@ class Pipeline:
                     self.queue.task_done()
 
     def _take_more(self, job: Job) -> tuple[list[Job], list[Job]]:
-        """``job`` and, when more of its category are queued and batching pays,
-        those too: (orders for one create-batch, orders to send alone).
+        """``job`` and, when more of its category are queued than idle workers can
+        take at once, those too: (orders for one create-batch, orders to send alone).
+        While every queued job has a worker, each goes alone: nothing waits for a
+        batch to fill.
 
         Jobs taken that cannot join (another category, possibly sent before)
         are sent alone by this worker. At most ``MAX_BATCHES`` batches per
@@ -307,7 +325,7 @@ class Pipeline:
         if (
             size < 2
             or job.maybe_sent
-            or self.queue.empty()
+            or self.queue.qsize() <= len(self._idle)  # each has an idle worker: no waiting
             or self._batches.get(category, 0) >= MAX_BATCHES
         ):
             return [], [job]

@@ -23,6 +23,7 @@ import structlog
 
 from executor.bybit.answer import BatchAnswer, BatchItem
 from executor.bybit.client import Answer, ApiKey, BybitClient
+from executor.coalesce import Rider
 from executor.keys import KeyPool
 from executor.limiter import LocalBudget, TokenBucket, Venue, batch_lane
 from executor.observe import NO_OBSERVER, Observer
@@ -61,6 +62,11 @@ class Budget(Protocol):
 
     async def heard(self, category: str, venue: Venue, *, refused: bool = False) -> None:
         """An order answer's rate-limit headers; ``refused``: it was a 10006."""
+        ...
+
+    def ahead(self, category: str, units: int) -> Rider | None:
+        """A take for grants that ``acquire`` calls about to come will use, to send
+        along another script call; None when there is nothing to gain."""
         ...
 
 
@@ -207,6 +213,16 @@ class Submitter:
             if verdict is Verdict.IP_BAN:
                 continue  # the client now holds every request until the ban ends
             await self._recover(answer, attempts)
+
+    def ahead(self, category: str, count: int) -> Rider | None:
+        """``count`` orders of ``category`` are on their way, each to be sent alone:
+        their single-order grants, asked for in the same round trip as their claims
+        (``Dedup.claim_many``). None when nothing would be sent now."""
+        if self._dry_run or self._pool is None or self._halted() is not None:
+            return None
+        if self._client.pause_s() > 0:
+            return None
+        return self._budget.ahead(category, count)
 
     def batch_size(self, category: str) -> int:
         """How many orders of ``category`` may go in one create-batch (1: batching off)."""

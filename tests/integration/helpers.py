@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -51,8 +51,11 @@ def signal(n: int | str, **fields: Any) -> dict[str, Any]:
 class GatedSubmitter:
     """Stands in for the exchange side: records each submit, holds it until released."""
 
-    def __init__(self, open_gate: bool = True) -> None:
+    def __init__(self, open_gate: bool = True, batch: int = 1) -> None:
         self.calls: list[tuple[str, bool]] = []
+        self.batches: list[list[str]] = []  # the signal ids of each submit_batch
+        self._batch = batch
+        self.asked: list[tuple[str, int]] = []  # grants asked for ahead: (category, count)
         self.gate = asyncio.Event()
         if open_gate:
             self.gate.set()
@@ -65,7 +68,20 @@ class GatedSubmitter:
         return Outcome(status="accepted", order_id=f"oid-{signal.id}", key="primary", attempts=1)
 
     def batch_size(self, category: str) -> int:
-        return 1  # one by one, so the record above is per signal
+        return self._batch  # 1 (the default): one by one, so the record is per signal
+
+    async def submit_batch(
+        self, signals: Sequence[Signal], received_ms: Sequence[float | None]
+    ) -> list[Outcome]:
+        self.batches.append([s.id for s in signals])
+        await self.gate.wait()
+        return [
+            Outcome(status="accepted", order_id=f"oid-{s.id}", key="primary", attempts=1)
+            for s in signals
+        ]
+
+    def ahead(self, category: str, count: int) -> None:
+        self.asked.append((category, count))
 
 
 def make_pipeline(

@@ -19,6 +19,7 @@ import pytest
 from redis.asyncio import Redis
 
 from executor.budget import SCRIPT, SharedBudget, budget_keys
+from executor.dedup import Claim, Dedup
 from executor.limiter import THROTTLE_FACTOR, Venue, batch_lane
 from executor.redis_server import free_port
 from tests.conftest import Names
@@ -41,6 +42,18 @@ class Recorder:
         elif args[0] == "adjust":
             self._log.append(("adjust", reply[1]))
         return reply
+
+
+class Counted:
+    """The recorded script, counting its calls."""
+
+    def __init__(self, redis: Redis, log: list[tuple[str, int]]) -> None:
+        self._recorder = Recorder(redis, log)
+        self.calls = 0
+
+    async def __call__(self, *, keys: list[str], args: list[Any]) -> list[int]:
+        self.calls += 1
+        return await self._recorder(keys=keys, args=args)
 
 
 @pytest.fixture
@@ -320,19 +333,12 @@ async def test_callers_waiting_in_one_process_share_one_call(redis: Redis, names
     """With room in the budget, the caller at the lock asks for every caller
     queued behind it, so a crowd costs a few calls, not one each."""
     log: list[tuple[str, int]] = []
-    recorder = Recorder(redis, log)
-    calls = 0
-
-    async def counted(*, keys: list[str], args: list[Any]) -> list[int]:
-        nonlocal calls
-        calls += 1
-        return await recorder(keys=keys, args=args)
-
-    budget = SharedBudget(counted, name=names.prefix, rate=100_000, burst=100_000)
+    script = Counted(redis, log)
+    budget = SharedBudget(script, name=names.prefix, rate=100_000, burst=100_000)
     grants = await asyncio.gather(*(budget.acquire("linear", 2.0) for _ in range(200)))
     assert grants == [1] * 200
     assert len(log) == 200  # every unit taken from Redis went to a caller
-    assert calls < 20
+    assert script.calls < 20
 
 
 async def test_a_tight_budget_still_grants_one_per_call_to_a_crowd(
@@ -345,3 +351,55 @@ async def test_a_tight_budget_still_grants_one_per_call_to_a_crowd(
     assert sum(grants) == len(stamps) and set(grants) <= {0, 1}
     assert 10 <= len(stamps) <= 13  # 20/s paced over 0.6 s, never a burst
     assert busiest(stamps, SECOND_US * 9 // 200) <= 1  # spaced by 0.9 of an interval at least
+
+
+async def claim_with(redis: Redis, names: Names, budget: SharedBudget, ids: str) -> None:
+    """Claim one signal per letter of ``ids`` with the budget's grants asked ahead."""
+    rider = budget.ahead("linear", len(ids))
+    dedup = Dedup(redis, prefix=names.prefix)
+    pairs = [(f"sig-{c}", f"{i + 1}-0") for i, c in enumerate(ids)]
+    assert await dedup.claim_many(pairs, rider) == [Claim.NEW] * len(ids)
+
+
+async def granted_in_redis(redis: Redis, names: Names) -> int:
+    return int(await redis.zcard(budget_keys(names.prefix, "linear")[1]))
+
+
+async def test_grants_asked_with_the_claims_serve_the_callers_that_follow_without_a_call(
+    redis: Redis, names: Names
+) -> None:
+    script = Counted(redis, [])
+    budget = SharedBudget(script, name=names.prefix, rate=1000, burst=10)
+    await claim_with(redis, names, budget, "abc")
+    assert await granted_in_redis(redis, names) == 3
+    assert await asyncio.gather(*(budget.acquire("linear", 1.0) for _ in range(3))) == [1, 1, 1]
+    assert script.calls == 0  # the three came with the claims' round trip
+    assert await budget.acquire("linear", 1.0) == 1  # the fourth asks Redis
+    assert script.calls == 1
+    assert await granted_in_redis(redis, names) == 4
+
+
+async def test_grants_asked_ahead_lapse_unused_after_half_the_margin(
+    redis: Redis, names: Names
+) -> None:
+    script = Counted(redis, [])
+    skew = [0.0]
+    budget = SharedBudget(script, name=names.prefix, rate=1000, burst=10, margin_s=0.01,
+                          clock=lambda: time.monotonic() + skew[0])  # fmt: skip
+    await claim_with(redis, names, budget, "ab")
+    skew[0] += 0.006  # later than a grant logged at its time may still be sent
+    assert await budget.acquire("linear", 1.0) == 1
+    assert script.calls == 1  # taken afresh: the two asked ahead lapsed
+    assert await granted_in_redis(redis, names) == 3
+
+
+async def test_nothing_is_asked_ahead_on_a_lane_that_must_wait(redis: Redis, names: Names) -> None:
+    script = Counted(redis, [])
+    budget = SharedBudget(script, name=names.prefix, rate=10, burst=1)
+    assert await budget.acquire("linear", 1.0) == 1  # the next is 100 ms away
+    assert budget.ahead("linear", 1) is None  # this replica knows it
+    other = SharedBudget(script, name=names.prefix, rate=10, burst=1)
+    await claim_with(redis, names, other, "a")  # another replica asks: told to wait
+    assert await granted_in_redis(redis, names) == 1
+    assert await other.acquire("linear", 1.0) == 1  # waits its turn
+    assert await granted_in_redis(redis, names) == 2
