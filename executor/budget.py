@@ -26,6 +26,12 @@ due, the script grants as many as both rules allow right now, up to ``n``: the
 schedule's tolerance (each unit moves it one interval on) and the window's room
 (each unit is one entry in the log). With burst 1 that is always one.
 
+Asked ahead (``ahead``): when idle workers are about to send signals alone,
+their grants are asked for in the same script call as the signals' dedup
+claims (``Dedup.claim_many``'s rider), so each order costs one Redis round
+trip before its request, not two. The units wait as spare for half the
+window's margin; an order that turned out a duplicate leaves its unit to lapse.
+
 Batch lane: ``POST /v5/order/create-batch`` has a budget of its own, one unit
 per order. A budget built by ``SharedBudget.batches`` (burst equal to the limit:
 the log alone keeps Bybit's count) used with the lane
@@ -327,18 +333,22 @@ class SharedBudget:
     def ahead(self, category: str, units: int) -> Rider | None:
         """A take of up to ``units`` to ride along another script call (the claim
         of the signals these grants are for), so that their callers' ``acquire``
-        costs no round trip of its own. Only on an idle lane; what is granted
-        waits as spare, for as long as a handed-on grant may, then lapses unused.
-        None when the lane is busy or must wait."""
+        costs no round trip of its own. What is granted waits as spare, for as
+        long as a handed-on grant may, then lapses unused. None when the lane
+        must wait, or holds spare units enough."""
         lane = self._lane(category)
         now = self._clock()
-        fresh = lane.spare and now - lane.spare_at <= self._spare_s
-        if units < 1 or fresh or lane.lock.locked() or lane.ready_at > now:
+        fresh = now - lane.spare_at <= self._spare_s
+        if units < 1 or (fresh and lane.spare >= units) or lane.ready_at > now:
             return None
 
         def done(reply: list[Any]) -> None:
             granted, _micros = self._granted(category, lane, now, [int(x) for x in reply])
-            if granted:
+            if not granted:
+                return
+            if lane.spare and self._clock() - lane.spare_at <= self._spare_s:
+                lane.spare += granted  # dated by the older: lapses no later than they would
+            else:
                 lane.spare, lane.spare_at = granted, self._clock()
 
         argv = self._argv("take", self._grant_id(), min(units, MAX_UNITS))

@@ -258,6 +258,7 @@ class Submitter:
         while pending and key is not None and self._batches is not None:
             if self._halted() is not None or self._client.pause_s() > 0:
                 break
+            key = self._pool.active if self._pool else key  # a failover since the last batch
             # Grants come as the batch budget's window frees: send what each
             # brings; orders still waiting after BATCH_WAIT_S go one by one.
             within = min(BATCH_WAIT_S, self._left_s(signals[pending[0][0]]))

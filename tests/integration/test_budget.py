@@ -379,6 +379,17 @@ async def test_grants_asked_with_the_claims_serve_the_callers_that_follow_withou
     assert await granted_in_redis(redis, names) == 4
 
 
+async def test_grants_asked_ahead_twice_add_up(redis: Redis, names: Names) -> None:
+    script = Counted(redis, [])
+    budget = SharedBudget(script, name=names.prefix, rate=1000, burst=10)
+    await claim_with(redis, names, budget, "a")
+    assert budget.ahead("linear", 1) is None  # one is already waiting as spare
+    await claim_with(redis, names, budget, "bcd")
+    assert await granted_in_redis(redis, names) == 4
+    assert await asyncio.gather(*(budget.acquire("linear", 1.0) for _ in range(4))) == [1] * 4
+    assert script.calls == 0
+
+
 async def test_grants_asked_ahead_lapse_unused_after_half_the_margin(
     redis: Redis, names: Names
 ) -> None:
