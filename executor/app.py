@@ -167,6 +167,8 @@ class Daemon:
                 self._start(self._failback, "failback")
             if self.pool is not None:
                 self._start(self._recheck_accounts, "key-check")
+            if s.keep_warm_s > 0:
+                self._start(self._keep_warm, "keep-warm")
             if reload is not None:
                 self._start(lambda: self._reload_on(reload), "reload")
             try:
@@ -332,6 +334,22 @@ class Daemon:
                     reason=answer.ret_msg or answer.error,
                 )
 
+    async def _keep_warm(self) -> None:
+        """Through quiet spells, one public request (the server time) whenever
+        nothing was sent for KEEP_WARM_S: the connection stays open, so the next
+        order does not wait for a new TCP and TLS handshake, and the clock offset
+        stays fresh. It costs nothing of the order budget."""
+        every = self.settings.keep_warm_s
+        while True:
+            wait = every - self.client.idle_s()
+            if wait <= 0:
+                try:
+                    await self.client.sync_time()
+                except ConnectionError as exc:  # held (ban, breaker) or unanswered
+                    log.info("exchange.keep_warm_failed", error=str(exc))
+                wait = every
+            await asyncio.sleep(wait)
+
     async def _recheck_accounts(self) -> None:
         """Check the keys' accounts every KEY_CHECK_INTERVAL_S, and soon while a
         key could not be checked (failover stays off until every key is)."""
@@ -447,6 +465,8 @@ def http_client(settings: Settings) -> Sender:
         timeout_s=settings.request_timeout_s,
         connect_timeout_s=5.0,
         max_connections=64,
+        # Kept open past KEEP_WARM_S, so the keep-warm request finds it still there.
+        keepalive_s=max(30.0, settings.keep_warm_s + 10),
         headers=headers,
     )
 

@@ -101,6 +101,7 @@ class Settings(BaseSettings):
     breaker_min_calls: int = Field(10, ge=1, le=100_000)
     breaker_cooldown_s: float = Field(30.0, gt=0, le=3600)
     failback_probe_s: float = Field(60.0, ge=0, le=86_400)
+    keep_warm_s: float = Field(20.0, ge=0, le=3600)
     key_check_interval_s: float = Field(3600.0, ge=0, le=86_400 * 7)
     halt_key: str = Field("executor:halt", min_length=1)
 

@@ -92,6 +92,11 @@ class BybitClient:
         self.offset_ms = 0.0
         self.banned_until = float("-inf")
         self.ban_reason = ""
+        self._last_sent = clock()
+
+    def idle_s(self) -> float:
+        """Seconds since the last request was sent (or since the client was made)."""
+        return self._clock() - self._last_sent
 
     def ban_remaining(self) -> float:
         """Seconds left of an IP ban during which nothing is sent (0 when none)."""
@@ -199,7 +204,7 @@ class BybitClient:
             headers = signed
         else:
             headers = _JSON_HEADERS if method == "POST" else _NO_HEADERS
-        started = self._clock()
+        started = self._last_sent = self._clock()
         try:
             response = await self._http.request(method, url, content, headers)
         except NotSent as exc:

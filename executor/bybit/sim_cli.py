@@ -113,6 +113,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SYMBOL=PRICE",
         help="ticker price (repeatable)",
     )
+    parser.add_argument(
+        "--idle-timeout-s",
+        type=float,
+        default=75.0,
+        help="close a keep-alive connection idle this long (default 75)",
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request")
 
 
@@ -132,6 +138,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         seed=args.seed,
         clock_offset_ms=args.clock_offset_ms,
         access_log=args.access_log,
+        idle_timeout_s=args.idle_timeout_s,
     )
 
 

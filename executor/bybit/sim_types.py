@@ -51,6 +51,8 @@ class SimConfig:
     clock_offset_ms: int = 0
     realtime_keep: int = REALTIME_KEEP
     access_log: bool = False
+    # An idle keep-alive connection is closed after this long, as a load balancer does.
+    idle_timeout_s: float = 75.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,7 @@ class SimStats:
     rate_limited: int = 0
     ip_limited: int = 0
     orders: int = 0  # orders asked for, alone or in a batch, whatever the answer
+    peers: set[str] = field(default_factory=set)  # client address:port of each connection
 
     def sent(self, status: int) -> None:
         self.http_status[status] += 1
@@ -103,6 +106,7 @@ class SimStats:
             "rate_limited": self.rate_limited,
             "ip_limited": self.ip_limited,
             "orders": self.orders,
+            "connections": len(self.peers),
             "faults": dict(self.faults),
             "faults_total": sum(self.faults.values()),
         }

@@ -47,6 +47,9 @@ def _v5_handler(state: ExchangeState) -> Handler:
         received_ns = state.monotonic_ns()
         path = request.path
         client_ip = request.remote or ""
+        if request.transport is not None:
+            peer = request.transport.get_extra_info("peername")
+            state.stats.peers.add(f"{peer[0]}:{peer[1]}" if peer else "?")
         blocked = state.gate(path, client_ip)
         if blocked is not None:
             await _delay(state)
@@ -210,6 +213,7 @@ class SimulatorServer:
             shutdown_timeout=1.0,
             # Off by default: a log line per request costs more than the rest of the order path.
             access_log=access_logger if self.config.access_log else None,
+            keepalive_timeout=self.config.idle_timeout_s,
         )
         await runner.setup()
         try:

@@ -67,16 +67,18 @@ class AiohttpSender:
         timeout_s: float,
         connect_timeout_s: float = 5.0,
         max_connections: int = 64,
+        keepalive_s: float = 30.0,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
         self._limit = max_connections
+        self._keepalive_s = keepalive_s
         self._headers = dict(headers or {})
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         # Made on first use: a session belongs to the loop that runs it.
-        connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=30)
+        connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=self._keepalive_s)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
