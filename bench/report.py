@@ -399,6 +399,19 @@ def _findings(run: Run, verdicts: Sequence[Verdict]) -> list[str]:
             "redis-py's own work, not Redis's or the network's; under load its reply "
             "also waits its turn on the busy event loop."
         )
+    for rate, *_ in slow:
+        dp, fp = daemon.phase(rate), floor.phase(rate)
+        if not (dp and fp and dp.cpu_us and fp.cpu_us and dp.target_rate):
+            continue
+        cores = dp.cpu_us * dp.target_rate / 1e6
+        if cores > 0.5:
+            out.append(
+                f"- At {rate} the daemon spends {dp.cpu_us:.0f} µs of CPU per order (the "
+                f"floor {fp.cpu_us:.0f} µs): {cores:.2f} of a core, beside the simulator, "
+                "Redis and the publisher on the same 2 cores, so its orders also queue for "
+                "the CPU. Its per-order work (validation, the dedup record, the result and "
+                "its metrics) is what the floor leaves out."
+            )
     return out
 
 
