@@ -26,7 +26,7 @@ from bench.backlog import run_backlog
 from bench.budget import LIMIT, run_budget
 from bench.harness import ROOT, Lab, Proc, SimAdmin, lab, wait_for_line
 from bench.inhand import run_in_hand
-from bench.pipelines import Starter, Streams, daemon_env, run_pipeline
+from bench.pipelines import Entrant, Starter, Streams, daemon_env, run_pipelines
 from bench.plan import CLIENTS, FULL, PIPELINES, QUICK, SCENARIOS, Plan
 from bench.profile import hotspots
 from bench.results import Contender, Run
@@ -104,6 +104,7 @@ async def measure(args: argparse.Namespace, workdir: Path, command: str) -> Run:
             run = Run(machine.describe(version, ROOT), command, plan.quick, 0.0, LIMIT)
             bench = Bench(args, plan, running, redis, redis_url, run)
             run.machine["floor_loop"] = floor_loop(bench.extra)
+            run.machine["slices"] = plan.slices
             wanted = set(args.only)
             if wanted & {*PIPELINES, *CLIENTS}:
                 await bench.contenders(wanted)
@@ -139,9 +140,10 @@ class Bench:
         )
         sim = SimAdmin(sim_url)
         try:
-            for name in (n for n in PIPELINES if n in wanted):
-                say(f"{name}: rates, burst, throughput")
-                await self._pipeline(name, sim)
+            pipelines = [n for n in PIPELINES if n in wanted]
+            if pipelines:
+                say(f"{' and '.join(pipelines)}: rates in alternating turns, burst, throughput")
+                await self._pipelines(pipelines, sim)
             for name in (n for n in CLIENTS if n in wanted):
                 say(f"{name}: orders in hand")
                 contender = await run_in_hand(name, self.lab, sim, self.plan, self.nonce)
@@ -150,20 +152,23 @@ class Bench:
         finally:
             await sim.aclose()
 
-    async def _pipeline(self, name: str, sim: SimAdmin) -> None:
-        start = _starter(name, self.lab, self.redis_url, sim.url, self.plan, self.extra)
-        env = self.extra if name == "daemon" else {}
-        profile_to = None
-        if self.args.profile and name == "daemon":
-            profile_to = self.lab.workdir / "daemon.pyspy.txt"
-        contender = await run_pipeline(
-            name, start, self.lab, self.redis, sim, self.plan, self.nonce, env, profile_to
-        )
-        if profile_to is not None and profile_to.exists():
-            lines = profile_to.read_text().splitlines()
-            self.run.profile_samples, self.run.profile = hotspots(lines)
-        _show(contender)
-        self.run.contenders.append(contender)
+    async def _pipelines(self, names: list[str], sim: SimAdmin) -> None:
+        entrants = []
+        for name in names:
+            start = _starter(name, self.lab, self.redis_url, sim.url, self.plan, self.extra)
+            daemon = name == "daemon"
+            profile_to = (
+                self.lab.workdir / "daemon.pyspy.txt" if daemon and self.args.profile else None
+            )
+            entrants.append(Entrant(name, start, self.extra if daemon else {}, profile_to))
+        contenders = await run_pipelines(entrants, self.lab, self.redis, sim, self.plan, self.nonce)
+        for entrant, contender in zip(entrants, contenders, strict=True):
+            if entrant.profile_to is not None and entrant.profile_to.exists():
+                lines = entrant.profile_to.read_text().splitlines()
+                self.run.profile_samples, self.run.profile = hotspots(lines)
+            say(f"{contender.name}:")
+            _show(contender)
+            self.run.contenders.append(contender)
 
     async def backlog(self) -> None:
         marks = ", ".join(f"{m:,}" for m in self.plan.backlog_marks)

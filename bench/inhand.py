@@ -116,5 +116,5 @@ def _phase(
         cpu_us=report["cpu_s"] / sent * 1e6 if sent else None,
         errors=dict(report.get("errors", {})),
     )
-    fill(phase, stamps, arrivals)
+    fill(phase, [stamps], arrivals)
     return phase

@@ -47,6 +47,7 @@ class Plan:
     client_throughput_s: float  # cap on a client's throughput phase
     backlog_marks: tuple[int, ...]  # signals waiting when resident memory is read
     budget_burst: int  # signals at the 10 orders/s budget
+    slices: int = 1  # turns per rate, alternating between the pipelines
     concurrency: int = 16  # the daemon's default worker count; the same for everyone
 
 
@@ -61,6 +62,7 @@ FULL = Plan(
     client_throughput_s=8,
     backlog_marks=(10_000, 50_000, 100_000),
     budget_burst=500,
+    slices=3,
 )
 
 QUICK = Plan(

@@ -415,6 +415,10 @@ def _findings(run: Run, verdicts: Sequence[Verdict]) -> list[str]:
     return out
 
 
+def run_slices(run: Run) -> int:
+    return int(run.machine.get("slices", 1))
+
+
 def _daemon_env(run: Run) -> list[str]:
     daemon = run.contender("daemon")
     if daemon is None or not daemon.env:
@@ -432,10 +436,12 @@ def _method(run: Run) -> list[str]:
         "  `CLOCK_MONOTONIC` is shared by every process, so the difference needs no",
         "  synchronisation.",
         "- **Rates.** Signals are published open loop: each send is scheduled from a fixed",
-        "  start on the monotonic clock, so a late one never delays the next. Each rate",
-        "  runs a lead-in (1 s; less in quick mode) that is sent but not measured, after a",
-        "  warm-up of the contender. Each contender has its own stream and a reset",
-        "  simulator, and runs alone.",
+        "  start on the monotonic clock, so a late one never delays the next. Each",
+        "  contender has its own stream and only one is fed at a time. The daemon and",
+        f"  the floor take each rate in {run_slices(run)} alternating turns (daemon, floor,",
+        "  floor, daemon, ...), so a slow minute of this shared machine weighs on both",
+        "  alike; each turn starts with a lead-in at that rate (1 s; less in quick mode)",
+        "  that is sent but not measured. The in-hand clients run one after another.",
         "- **The floor** (`bench/floor.py`) is the least a bridge can do: `XREADGROUP`,",
         "  parse, build and sign the body, `POST` on a keep-alive aiohttp connection,",
         "  `XACK`; 16 requests in flight at most. No validation, dedup, limiter, retry,",
