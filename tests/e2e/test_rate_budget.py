@@ -87,23 +87,35 @@ def stamps(orders: list[dict[str, Any]]) -> list[int]:
     return sorted(int(o["received_ns"]) for o in orders)
 
 
+async def burst(
+    tmp_path: Path, redis: Redis, redis_url: str, names: Names, fleet: list[Proc], *,
+    total: int, batches: bool,
+) -> tuple[dict[str, Any], list[dict[str, Any]], Any]:  # fmt: skip
+    """One daemon, batches on or off, sends a burst of ``total`` signals at the
+    simulator's limit: the simulator's stats, its orders, and the audit."""
+    name = "batched" if batches else "one"
+    with simulator(tmp_path) as (_sim, sim_url):
+        env = daemon_env(redis_url, sim_url, names, EXECUTOR_BATCH_ORDERS=str(batches).lower())
+        proc = start_daemon(tmp_path, env, name)
+        fleet.append(proc)
+        await until_ready(proc)
+        sigs = signals_for(f"{name}-", total)
+        await publish(redis, names.stream, sigs)
+        await wait_results(redis, names, total, within=120)
+        stats = await sim_get(sim_url, "/sim/stats")
+        orders = await sim_orders(sim_url)
+        assert proc.stop() == 0
+        statuses = await audit(redis, names, sim_url, [str(s["id"]) for s in sigs])
+    return stats, orders, statuses
+
+
 async def test_one_daemon_sends_a_burst_of_500_at_the_limit_without_one_10006(
     tmp_path: Path, redis: Redis, redis_url: str, names: Names, fleet: list[Proc]
 ) -> None:
     total = 500
-    with simulator(tmp_path) as (_sim, sim_url):
-        env = daemon_env(redis_url, sim_url, names, EXECUTOR_BATCH_ORDERS="false")
-        proc = start_daemon(tmp_path, env, "one")
-        fleet.append(proc)
-        await until_ready(proc)
-        sigs = signals_for("burst-", total)
-        ids = [str(s["id"]) for s in sigs]
-        await publish(redis, names.stream, sigs)
-        await wait_results(redis, names, total, within=120)
-        stats = await sim_get(sim_url, "/sim/stats")
-        arrivals = stamps(await sim_orders(sim_url))
-        assert proc.stop() == 0
-        statuses = await audit(redis, names, sim_url, ids)
+    stats, orders, statuses = await burst(tmp_path, redis, redis_url, names, fleet,
+                                          total=total, batches=False)  # fmt: skip
+    arrivals = stamps(orders)
     # The budget is the account's, named by the userID the start-up check found.
     state, _log = budget_keys(account_name(str(PRIMARY.user_id)), "linear")
     assert await redis.exists(state)
@@ -123,19 +135,8 @@ async def test_batches_add_their_own_budget_to_a_burst_without_one_10006(
     """Bybit counts create-batch orders in a budget of their own: a burst goes
     out at up to twice the single-order limit, each budget within its limit."""
     total = 500
-    with simulator(tmp_path) as (_sim, sim_url):
-        env = daemon_env(redis_url, sim_url, names, EXECUTOR_BATCH_ORDERS="true")
-        proc = start_daemon(tmp_path, env, "batched")
-        fleet.append(proc)
-        await until_ready(proc)
-        sigs = signals_for("batched-", total)
-        ids = [str(s["id"]) for s in sigs]
-        await publish(redis, names.stream, sigs)
-        await wait_results(redis, names, total, within=120)
-        stats = await sim_get(sim_url, "/sim/stats")
-        orders = await sim_orders(sim_url)
-        assert proc.stop() == 0
-        statuses = await audit(redis, names, sim_url, ids)
+    stats, orders, statuses = await burst(tmp_path, redis, redis_url, names, fleet,
+                                          total=total, batches=True)  # fmt: skip
     alone = stamps([o for o in orders if not o["batch"]])
     batched = stamps([o for o in orders if o["batch"]])
     both = stamps(orders)

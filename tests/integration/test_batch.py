@@ -8,23 +8,15 @@ from executor.bybit.client import ApiKey, BybitClient
 from executor.bybit.sim_state import PRIMARY
 from executor.bybit.simulator import SimulatorServer
 from executor.outcome import Verdict, classify
+from tests.unit_helpers import DOC_ORDER
 
 KEY = ApiKey("primary", PRIMARY.api_key, SecretStr(PRIMARY.secret))
 
 
 def orders(*links: str) -> list[dict[str, str]]:
-    return [
-        {
-            "symbol": "BTCUSDT",
-            "side": "Buy",
-            "orderType": "Limit",
-            "qty": "0.001",
-            "price": "30000",
-            "timeInForce": "GTC",
-            "orderLinkId": link,
-        }
-        for link in links
-    ]
+    """The documented order once per link id, as a batch item (the category is the batch's)."""
+    item = {name: value for name, value in DOC_ORDER.items() if name != "category"}
+    return [{**item, "orderLinkId": link} for link in links]
 
 
 def placed(sim: SimulatorServer) -> list[str]:

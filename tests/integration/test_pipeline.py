@@ -7,7 +7,7 @@ import contextlib
 
 from redis.asyncio import Redis
 
-from executor.pipeline import Job, Pipeline
+from executor.pipeline import Job
 from executor.publish import publish
 from tests.conftest import Names
 from tests.integration.helpers import (
@@ -141,29 +141,32 @@ async def test_stop_leaves_queued_signals_pending_for_the_next_run(
     assert (await redis.xpending(names.stream, "executor"))["pending"] == 0
 
 
-async def run_until_results(pipeline: Pipeline, redis: Redis, results: str, count: int) -> None:
+async def batching_run(redis: Redis, names: Names, *, workers: int, count: int) -> GatedSubmitter:
+    """``count`` signals appended before the pipeline starts (one read), sent by a
+    submitter that batches up to 5, until every result is written."""
+    submitter = GatedSubmitter(batch=5)
+    pipeline = make_pipeline(redis, names.stream, names.results, names.dead,
+                             submitter=submitter, workers=workers)  # fmt: skip
+    await pipeline.intake.ensure_group()
+    await publish(redis, names.stream, [signal(i) for i in range(count)])
     stop = asyncio.Event()
     run = asyncio.create_task(pipeline.run(stop, 5))
 
     async def written() -> bool:
-        return await redis.xlen(results) >= count
+        return await redis.xlen(names.results) >= count
 
     try:
         await eventually(written)
     finally:
         stop.set()
         await run
+    return submitter
 
 
 async def test_signals_with_an_idle_worker_each_go_alone_with_grants_asked_ahead(
     redis: Redis, names: Names
 ) -> None:
-    submitter = GatedSubmitter(batch=5)
-    pipeline = make_pipeline(redis, names.stream, names.results, names.dead,
-                             submitter=submitter, workers=4)  # fmt: skip
-    await pipeline.intake.ensure_group()
-    await publish(redis, names.stream, [signal(i) for i in range(3)])  # one read of three
-    await run_until_results(pipeline, redis, names.results, 3)
+    submitter = await batching_run(redis, names, workers=4, count=3)  # one read of three
     assert submitter.batches == []
     assert sorted(call[0] for call in submitter.calls) == ["s-0", "s-1", "s-2"]
     # The three claims went to Redis together with one ask for their three grants.
@@ -173,12 +176,7 @@ async def test_signals_with_an_idle_worker_each_go_alone_with_grants_asked_ahead
 async def test_signals_queued_beyond_the_idle_workers_go_in_batches(
     redis: Redis, names: Names
 ) -> None:
-    submitter = GatedSubmitter(batch=5)
-    pipeline = make_pipeline(redis, names.stream, names.results, names.dead,
-                             submitter=submitter, workers=2)  # fmt: skip
-    await pipeline.intake.ensure_group()
-    await publish(redis, names.stream, [signal(i) for i in range(10)])
-    await run_until_results(pipeline, redis, names.results, 10)
+    submitter = await batching_run(redis, names, workers=2, count=10)
     assert submitter.calls == []
     assert sorted(map(len, submitter.batches)) == [5, 5]
     assert sorted(i for batch in submitter.batches for i in batch) == sorted(
