@@ -267,7 +267,7 @@ class SharedBudget:
     async def _acquire(self, category: str, lane: _Lane, deadline: float, units: int) -> int:
         async with lane.lock:
             if lane.spare:
-                if self._clock() - lane.spare_at <= self._spare_s:
+                if self._spare_fresh(lane):
                     mine = min(units, lane.spare)
                     lane.spare -= mine
                     return mine
@@ -309,6 +309,10 @@ class SharedBudget:
                     return 0
                 await self._sleep(wait)
 
+    def _spare_fresh(self, lane: _Lane) -> bool:
+        """The lane's spare units may still be sent within the window's margin."""
+        return self._clock() - lane.spare_at <= self._spare_s
+
     async def _take(self, category: str, lane: _Lane, units: int) -> tuple[int, int]:
         """One take call (the lane's lock held): (units granted, µs until the next
         could come, or to wait when none was)."""
@@ -338,15 +342,14 @@ class SharedBudget:
         must wait, or holds spare units enough."""
         lane = self._lane(category)
         now = self._clock()
-        fresh = now - lane.spare_at <= self._spare_s
-        if units < 1 or (fresh and lane.spare >= units) or lane.ready_at > now:
+        if units < 1 or (self._spare_fresh(lane) and lane.spare >= units) or lane.ready_at > now:
             return None
 
         def done(reply: list[Any]) -> None:
             granted, _micros = self._granted(category, lane, now, [int(x) for x in reply])
             if not granted:
                 return
-            if lane.spare and self._clock() - lane.spare_at <= self._spare_s:
+            if lane.spare and self._spare_fresh(lane):
                 lane.spare += granted  # dated by the older: lapses no later than they would
             else:
                 lane.spare, lane.spare_at = granted, self._clock()
