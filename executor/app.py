@@ -29,6 +29,7 @@ from executor.keys import KeyPool
 from executor.limiter import LocalBudget
 from executor.metrics import Metrics
 from executor.pipeline import REDIS_ERRORS, Job, Pipeline
+from executor.resp import Lean
 from executor.risk import RiskGate, RiskLimits
 from executor.settings import ConfigError, Settings, load_settings
 from executor.signals import OrderType, Signal
@@ -432,7 +433,7 @@ def pre_send(settings: Settings, market: MarketData) -> Prepare:
 
 def rate_budget(
     settings: Settings,
-    redis: Redis,
+    redis: Redis | Lean,
     keys: list[ApiKey],
     clock: Callable[[], float],
     *,
@@ -487,6 +488,10 @@ async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[D
         socket_connect_timeout=5,
         retry_on_timeout=False,
     )
+    # The calls in front of and behind every order go on lean connections: the
+    # blocking read on one, the claims, grants and acks on the other.
+    url = settings.redis_url.get_secret_value()
+    reads, hot = Lean(url), Lean(url)
     http = http_client(settings)
     metrics = Metrics()
     try:
@@ -516,8 +521,8 @@ async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[D
         market = MarketData(client, refresh_s=settings.instruments_refresh_s)
         submitter_options.setdefault("prepare", pre_send(settings, market))
         halt = Halt()
-        budget = rate_budget(settings, redis, keys, loop.time)
-        batches = rate_budget(settings, redis, keys, loop.time, batches=True)
+        budget = rate_budget(settings, hot, keys, loop.time)
+        batches = rate_budget(settings, hot, keys, loop.time, batches=True)
         submitter = Submitter(
             client,
             pool if pool is not None else [],
@@ -538,8 +543,12 @@ async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[D
             settings.results_stream,
             settings.dead_letter_stream,
             settings.results_maxlen,
+            reader=reads,
+            hot=hot,
         )
-        dedup = Dedup(redis, prefix=f"executor:{settings.stream}", ttl_s=settings.dedup_ttl_s)
+        dedup = Dedup(
+            redis, prefix=f"executor:{settings.stream}", ttl_s=settings.dedup_ttl_s, hot=hot
+        )
         queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=settings.queue_size)
         pipeline = Pipeline(
             intake,
@@ -568,6 +577,8 @@ async def build(settings: Settings, **submitter_options: Any) -> AsyncIterator[D
         )
     finally:
         await http.aclose()
+        await reads.aclose()
+        await hot.aclose()
         await redis.aclose()
 
 

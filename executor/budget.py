@@ -61,8 +61,9 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from executor.coalesce import Rider
 from executor.limiter import THROTTLE_FACTOR, THROTTLE_S, Venue, follow
+from executor.resp import Lean
+from executor.riding import Rider
 
 log = structlog.get_logger("executor")
 
@@ -222,12 +223,12 @@ class SharedBudget:
         self._grants = 0
 
     @classmethod
-    def on(cls, redis: Redis, **options: Any) -> SharedBudget:
+    def on(cls, redis: Redis | Lean, **options: Any) -> SharedBudget:
         return cls(redis.register_script(SCRIPT), **options)
 
     @classmethod
     def batches(
-        cls, redis: Redis, *, name: str, rate: float | Decimal, **options: Any
+        cls, redis: Redis | Lean, *, name: str, rate: float | Decimal, **options: Any
     ) -> SharedBudget:
         """The budget of batch lanes (``batch_lane``): burst equal to the limit, so
         a batch's units come at once and the window alone keeps Bybit's count."""

@@ -14,8 +14,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from executor.coalesce import Rider, riding
 from executor.intake import DedupWrite
+from executor.resp import Lean
+from executor.riding import Rider, riding
 
 INFLIGHT = "inflight"
 DONE = "done"
@@ -47,12 +48,17 @@ class Dedup:
     redis: Redis
     prefix: str
     ttl_s: int = 86_400
+    hot: Redis | Lean | None = None  # the claims' connection, when not ``redis``
     _claim: Any = field(init=False, repr=False, compare=False)
     # The claim script with a rider's script after it, by the rider's script.
     _ridden: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_claim", self.redis.register_script(CLAIM))
+        object.__setattr__(self, "_claim", self._scripts.register_script(CLAIM))
+
+    @property
+    def _scripts(self) -> Redis | Lean:
+        return self.hot or self.redis
 
     def key(self, signal_id: str) -> str:
         return f"{self.prefix}:dedup:{signal_id}"
@@ -78,7 +84,7 @@ class Dedup:
         else:
             script = self._ridden.get(rider.script)
             if script is None:
-                script = self._ridden[rider.script] = self.redis.register_script(
+                script = self._ridden[rider.script] = self._scripts.register_script(
                     riding(CLAIM, rider.script)
                 )
             replies, ridden = await script(

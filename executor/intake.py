@@ -18,7 +18,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from executor.coalesce import CoalescedScript
+from executor.resp import Lean
 
 SIGNAL_FIELD = b"signal"
 SIG_FIELD = b"sig"
@@ -74,11 +74,14 @@ class Intake:
     results_stream: str
     dead_letter_stream: str
     results_maxlen: int = 1_000_000
+    # The reads (they block: a connection of their own) and the acks with their
+    # results, each on a lean connection when given; redis-py otherwise.
+    reader: Redis | Lean | None = None
+    hot: Redis | Lean | None = None
     _pending_cursor: str | None = field(default="0", init=False)
 
     def __post_init__(self) -> None:
-        # Workers finish concurrently: their acks share round trips.
-        self._finish = CoalescedScript(self.redis, FINISH)
+        self._finish = (self.hot or self.redis).register_script(FINISH)
         self._dead_letter = self.redis.register_script(DEAD_LETTER)
 
     async def ensure_group(self) -> bool:
@@ -118,7 +121,7 @@ class Intake:
         return await self._read(">", count, block_ms)
 
     async def _read(self, start: str, count: int, block_ms: int | None) -> list[Entry]:
-        reply: Any = await self.redis.xreadgroup(
+        reply: Any = await (self.reader or self.redis).xreadgroup(
             self.group, self.consumer, {self.stream: start}, count=count, block=block_ms
         )
         entries: list[Entry] = []
@@ -168,7 +171,7 @@ class Intake:
             dedup.ttl_s if dedup else 0,
             *_flatten(result),
         ]
-        return bool(await self._finish(keys, args))
+        return bool(await self._finish(keys=keys, args=args))
 
     async def dead_letter(
         self, entry: Entry, reason: str, kind: str, result: Mapping[str, Any]

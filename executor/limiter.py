@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from executor.coalesce import Rider
+from executor.riding import Rider
 
 # After a 10006 the whole account slows down for a while, not just one order.
 THROTTLE_FACTOR = 0.8

@@ -19,10 +19,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from executor.coalesce import Rider
 from executor.dedup import Claim, Dedup
 from executor.intake import KID_FIELD, SIG_FIELD, SIGNAL_FIELD, Entry, Intake
 from executor.observe import NO_OBSERVER, Observer
+from executor.riding import Rider
 from executor.signals import InvalidSignal, Signal, authenticate, order_link_id, parse_signal
 from executor.submitter import Outcome, Submitter, Unresolved
 

@@ -23,7 +23,6 @@ import structlog
 
 from executor.bybit.answer import BatchAnswer, BatchItem
 from executor.bybit.client import Answer, ApiKey, BybitClient
-from executor.coalesce import Rider
 from executor.keys import KeyPool
 from executor.limiter import LocalBudget, TokenBucket, Venue, batch_lane
 from executor.observe import NO_OBSERVER, Observer
@@ -35,6 +34,7 @@ from executor.outcome import (
     classify,
     server_timestamp_ms,
 )
+from executor.riding import Rider
 from executor.signals import Signal
 
 LOOKUP_ATTEMPTS = 5

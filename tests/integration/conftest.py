@@ -9,6 +9,15 @@ import pytest
 
 from executor.bybit.client import BybitClient
 from executor.bybit.simulator import SimConfig, SimulatorServer
+from tests.integration.helpers import OPEN_LEANS
+
+
+@pytest.fixture(autouse=True)
+async def _close_leans() -> AsyncIterator[None]:
+    """Close the lean connections a test's pipelines opened."""
+    yield
+    while OPEN_LEANS:
+        await OPEN_LEANS.pop().aclose()
 
 
 @pytest.fixture

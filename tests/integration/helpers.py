@@ -12,8 +12,20 @@ from redis.asyncio import Redis
 from executor.dedup import Dedup
 from executor.intake import Intake
 from executor.pipeline import Job, Pipeline
+from executor.resp import Lean
 from executor.signals import Signal
 from executor.submitter import Outcome
+
+# Lean connections opened by ``lean_beside``, closed after each test (conftest).
+OPEN_LEANS: list[Lean] = []
+
+
+def lean_beside(redis: Redis) -> Lean:
+    """A lean connection to the Redis that ``redis`` talks to."""
+    where = redis.connection_pool.connection_kwargs
+    lean = Lean(f"redis://{where['host']}:{where['port']}/{where.get('db', 0)}")
+    OPEN_LEANS.append(lean)
+    return lean
 
 
 def text(value: bytes | str) -> str:
@@ -98,8 +110,12 @@ def make_pipeline(
     read_count: int = 100,
     signal_secrets: dict[str, str] | None = None,
 ) -> Pipeline:
-    intake = Intake(redis, stream, group, consumer, results, dead)
-    dedup = Dedup(redis, prefix=f"executor:{stream}", ttl_s=3600)
+    # As the daemon has them: the read and the hot path on lean connections.
+    hot = lean_beside(redis)
+    intake = Intake(
+        redis, stream, group, consumer, results, dead, reader=lean_beside(redis), hot=hot
+    )
+    dedup = Dedup(redis, prefix=f"executor:{stream}", ttl_s=3600, hot=hot)
     queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=queue_size)
     return Pipeline(
         intake,
