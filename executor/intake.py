@@ -102,6 +102,11 @@ class Intake:
         """Read this consumer's own pending entries again before new ones."""
         self._pending_cursor = "0"
 
+    @property
+    def reading_new(self) -> bool:
+        """The next ``read`` asks for new entries (this consumer's pending ones are done)."""
+        return self._pending_cursor is None
+
     async def read(self, count: int, block_ms: int) -> list[Entry]:
         """This consumer's pending entries first (paged by id), then new ones."""
         while self._pending_cursor is not None:

@@ -129,26 +129,49 @@ class Pipeline:
 
     async def intake_loop(self) -> None:
         failures = 0
-        while not self._closing:
-            try:
-                if not self.redis_ok:
-                    await self.intake.ensure_group()
-                    self.redis_ok = True
-                    if failures:
-                        log.info("redis.reconnected", after_failures=failures)
-                    failures = 0
-                free = self.queue.maxsize - self.queue.qsize()
-                count = max(1, min(self._read_count, free))
-                await self.admit_many(await self.intake.read(count, self._block_ms))
-            except REDIS_ERRORS as exc:
-                failures += 1
-                await self._redis_down(exc, failures)
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # Redis lost the group (restarted without persistence): recreate it.
-                failures += 1
-                await self._redis_down(exc, failures)
+        # The next read, asked for while this one's entries are claimed: entries
+        # that come during the claim's round trip are not kept waiting for it.
+        ahead: asyncio.Task[list[Entry]] | None = None
+        try:
+            while not self._closing:
+                try:
+                    if not self.redis_ok:
+                        await self.intake.ensure_group()
+                        self.redis_ok = True
+                        if failures:
+                            log.info("redis.reconnected", after_failures=failures)
+                        failures = 0
+                    if ahead is not None:
+                        entries, ahead = await ahead, None
+                    else:
+                        # At least one: with the queue full, the read waits for room.
+                        entries = await self.intake.read(max(1, self._room()), self._block_ms)
+                    room = self._room(len(entries))
+                    if entries and self.intake.reading_new and room > 0:
+                        ahead = asyncio.create_task(self.intake.read(room, self._block_ms))
+                    await self.admit_many(entries)
+                except REDIS_ERRORS as exc:
+                    _drop(ahead)
+                    ahead = None
+                    failures += 1
+                    await self._redis_down(exc, failures)
+                except ResponseError as exc:
+                    _drop(ahead)
+                    ahead = None
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    # Redis lost the group (restarted without persistence): recreate it.
+                    failures += 1
+                    await self._redis_down(exc, failures)
+        finally:
+            # Entries a dropped read took stay pending: the next read of this
+            # consumer's own pending entries (or a restart) brings them back.
+            _drop(ahead)
+
+    def _room(self, reading: int = 0) -> int:
+        """How many entries to read: what the queue has room for, besides ``reading``
+        entries being admitted."""
+        return min(self._read_count, self.queue.maxsize - self.queue.qsize() - reading)
 
     async def heartbeat_loop(self) -> None:
         """Keep entries in hand from looking abandoned to other replicas."""
@@ -416,6 +439,14 @@ class Pipeline:
             latency_ms=self._latency(entry),
             strategy=signal.strategy,
         )
+
+
+def _drop(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a read asked for ahead; its error, if it had one, is not news."""
+    if task is not None:
+        task.cancel()
+        if task.done() and not task.cancelled():
+            task.exception()
 
 
 def _loose_id(raw: bytes | None) -> str:

@@ -185,3 +185,46 @@ async def test_signals_queued_beyond_the_idle_workers_go_in_batches(
     assert submitter.asked == []  # more than the idle workers: nothing asked ahead
     statuses = [r["status"] for r in await read_stream(redis, names.results)]
     assert statuses == ["accepted"] * 10
+
+
+async def test_entries_are_read_while_the_previous_ones_are_being_claimed(
+    redis: Redis, names: Names
+) -> None:
+    pipeline = make_pipeline(redis, names.stream, names.results, names.dead)
+    await pipeline.intake.ensure_group()
+    claims, gate = pipeline.dedup.claim_many, asyncio.Event()
+    held: list[str] = []
+
+    async def slow_claim(pairs, rider=None):  # type: ignore[no-untyped-def]
+        held.extend(signal_id for signal_id, _ in pairs)
+        await gate.wait()  # the claim's round trip, stretched
+        return await claims(pairs, rider)
+
+    object.__setattr__(pipeline.dedup, "claim_many", slow_claim)  # a frozen dataclass
+    stop = asyncio.Event()
+    run = asyncio.create_task(pipeline.run(stop, 5))
+    await publish(redis, names.stream, [signal(1)])
+
+    async def first_claim_waits() -> bool:
+        return held == ["s-1"]
+
+    await eventually(first_claim_waits)
+    await publish(redis, names.stream, [signal(2)])
+
+    async def second_read() -> bool:
+        pending = await redis.xpending(names.stream, "executor")
+        return int(pending["pending"]) == 2
+
+    # The second entry is delivered to this consumer while the first one's claim
+    # is still on its way: the next read did not wait for it.
+    await eventually(second_read)
+    assert held == ["s-1"]
+    gate.set()
+
+    async def both_done() -> bool:
+        return await redis.xlen(names.results) == 2
+
+    await eventually(both_done)
+    stop.set()
+    await run
+    assert [r["status"] for r in await read_stream(redis, names.results)] == ["accepted"] * 2
