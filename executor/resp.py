@@ -111,6 +111,10 @@ class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.waiting: deque[asyncio.Future[Any]] = deque()
+        # When each waiting call gives up (loop time): one timer watches the
+        # oldest, which Redis answers first, so a call costs no timer of its own.
+        self.deadlines: deque[float] = deque()
+        self.timer: asyncio.TimerHandle | None = None
         self.buf = bytearray()
         self.need = 0
         self.lost: Exception | None = None
@@ -133,6 +137,7 @@ class _Connection(asyncio.Protocol):
                 if not self.waiting:
                     raise RedisConnectionError("protocol error: a reply nobody asked for")
                 future = self.waiting.popleft()
+                self.deadlines.popleft()
                 if future.done():
                     continue  # its caller gave up (cancelled or timed out)
                 if isinstance(value, ResponseError):
@@ -160,17 +165,39 @@ class _Connection(asyncio.Protocol):
             future = self.waiting.popleft()
             if not future.done():
                 future.set_exception(self.lost)
+        self.deadlines.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.transport is not None:
             self.transport.close()
 
-    def send(self, payload: bytes) -> asyncio.Future[Any]:
+    def send(self, payload: bytes, timeout_s: float = float("inf")) -> asyncio.Future[Any]:
+        """Write one command; its reply's future. No reply within ``timeout_s``
+        fails it, and every call after it, and closes the connection."""
         if self.lost is not None:
             raise RedisConnectionError(str(self.lost))
         assert self.transport is not None
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self.waiting.append(future)
+        deadline = loop.time() + timeout_s
+        self.deadlines.append(deadline)
+        if self.timer is None and deadline != float("inf"):
+            self.timer = loop.call_at(deadline, self._watch, timeout_s)
         self.transport.write(payload)
         return future
+
+    def _watch(self, timeout_s: float) -> None:
+        self.timer = None
+        if not self.deadlines:
+            return
+        oldest = self.deadlines[0]
+        loop = asyncio.get_running_loop()
+        if loop.time() >= oldest:
+            self._fail(RedisTimeoutError(f"no reply from Redis within {timeout_s:g} s"))
+        elif oldest != float("inf"):
+            self.timer = loop.call_at(oldest, self._watch, timeout_s)
 
     def close(self) -> None:
         self._fail(RedisConnectionError("Redis connection closed"))
@@ -195,16 +222,7 @@ class Lean:
         conn = self._conn
         if conn is None or conn.lost is not None:
             conn = await self._open()
-        future = conn.send(encode(args))
-        limit = self._timeout_s + blocks_s
-        if limit == float("inf"):
-            return await future
-        try:
-            async with asyncio.timeout(limit):
-                return await future
-        except TimeoutError:
-            conn.close()
-            raise RedisTimeoutError(f"no reply from Redis within {limit:g} s") from None
+        return await conn.send(encode(args), self._timeout_s + blocks_s)
 
     async def _open(self) -> _Connection:
         if self._opening is None:

@@ -33,20 +33,33 @@ def wire(value: Any) -> bytes:
     return b"*%d\r\n" % len(value) + b"".join(wire(item) for item in value)
 
 
+class Wire:
+    """The connection's transport: keeps what is written."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        pass
+
+
 def feed(replies: list[bytes], cuts: list[int]) -> list[asyncio.Future[Any]]:
     """Feed the replies to a connection with one call waiting per reply, cut at ``cuts``."""
-    loop = asyncio.new_event_loop()
-    try:
+
+    async def run() -> list[asyncio.Future[Any]]:
         conn = _Connection()
-        futures = [loop.create_future() for _ in replies]
-        conn.waiting.extend(futures)
+        conn.transport = Wire()  # type: ignore[assignment]
+        futures = [conn.send(encode([b"PING"])) for _ in replies]
         data = b"".join(replies)
         edges = [0, *sorted({c % (len(data) + 1) for c in cuts}), len(data)]
         for start, stop in itertools.pairwise(edges):
             conn.data_received(data[start:stop])
         return futures
-    finally:
-        loop.close()
+
+    return asyncio.run(run())
 
 
 @given(st.lists(values, min_size=1, max_size=8), st.lists(st.integers(0, 10_000), max_size=30))
