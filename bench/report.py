@@ -395,9 +395,12 @@ def _findings(run: Run, verdicts: Sequence[Verdict]) -> list[str]:
             f"- The daemon adds {added} to the floor's p50. Before its request leaves "
             "it validates the signal and, in one Redis script call the floor does not "
             "make, claims the signal's id and takes its grant from the rate budget "
-            "shared through Redis. On an idle process most of that call's time is "
-            "redis-py's own work, not Redis's or the network's; under load its reply "
-            "also waits its turn on the busy event loop."
+            "shared through Redis. That round trip stays in front of the send: sent "
+            "together, a second publication of an id whose first order the exchange "
+            "refused would be placed, since Bybit only turns away an `orderLinkId` it "
+            "has an order for. At low rates each signal finds the machine idle and "
+            "every step, the script inside Redis included, runs on cold caches; under "
+            "load the script's reply also waits its turn on the busy event loop."
         )
     for rate, *_ in slow:
         dp, fp = daemon.phase(rate), floor.phase(rate)
@@ -447,7 +450,10 @@ def _method(run: Run) -> list[str]:
         "  `XACK`; 16 requests in flight at most. No validation, dedup, limiter, retry,",
         "  result or metric. It runs on the daemon's event loop (here "
         f"{run.machine.get('floor_loop', 'asyncio')}), so the",
-        "  loop's cost is not counted as the daemon's.",
+        "  loop's cost is not counted as the daemon's. It talks to Redis through",
+        "  redis-py, as a short script would; the daemon reads, claims and acks on its",
+        "  own lean RESP connections (`executor/resp.py`), which cost less per round",
+        "  trip, and uses redis-py for the rest.",
         "- **The daemon** runs as deployed (`python -m executor run`) with the defaults of",
         "  its commit except: a rate limit no run reaches (`RATE_LIMIT_PER_S` and `_BURST`",
         "  100000, but not in the rate-budget run), batches on (`BATCH_ORDERS=true`),",

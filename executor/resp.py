@@ -217,6 +217,7 @@ class Lean:
         self._timeout_s = timeout_s
         self._conn: _Connection | None = None
         self._opening: asyncio.Lock | None = None
+        self._closed = False
 
     async def execute(self, *args: Arg, blocks_s: float = 0.0) -> Any:
         conn = self._conn
@@ -230,8 +231,14 @@ class Lean:
         async with self._opening:
             if self._conn is not None and self._conn.lost is None:
                 return self._conn
-            self._conn = await self._target.connect(self._connect_timeout_s)
-            return self._conn
+            if self._closed:
+                raise RedisConnectionError("Redis connection closed")
+            conn = await self._target.connect(self._connect_timeout_s)
+            if self._closed:  # closed while it connected
+                conn.close()
+                raise RedisConnectionError("Redis connection closed")
+            self._conn = conn
+            return conn
 
     def register_script(self, source: str) -> LeanScript:
         return LeanScript(self, source)
@@ -263,6 +270,8 @@ class Lean:
         ]
 
     async def aclose(self) -> None:
+        """Close the connection; calls waiting on it fail, later calls too."""
+        self._closed = True
         if self._conn is not None:
             self._conn.close()
             self._conn = None

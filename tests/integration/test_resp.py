@@ -6,7 +6,11 @@ answer exactly as redis-py's do."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -14,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from executor.redis_server import free_port
+from executor.redis_server import free_port, wait_for_port
 from executor.resp import Lean
 from tests.conftest import Names
 
@@ -26,9 +30,9 @@ return redis.call('RPUSH', KEYS[1], ARGV[1])
 
 
 @pytest.fixture
-async def lean(redis_url: str) -> Lean:
+async def lean(redis_url: str) -> AsyncIterator[Lean]:
     client = Lean(redis_url)
-    yield client  # type: ignore[misc]
+    yield client
     await client.aclose()
 
 
@@ -123,6 +127,14 @@ async def test_redis_not_there_fails_every_call_at_once() -> None:
     await lean.aclose()
 
 
+async def test_a_closed_connection_takes_no_more_calls(redis_url: str) -> None:
+    lean = Lean(redis_url)
+    assert await lean.execute("PING") == b"PONG"
+    await lean.aclose()
+    with pytest.raises(RedisConnectionError, match="closed"):
+        await lean.execute("PING")
+
+
 async def test_the_url_picks_the_database_and_logs_in(redis_url: str, redis: Redis) -> None:
     host, port = (
         redis.connection_pool.connection_kwargs["host"],
@@ -169,3 +181,46 @@ async def test_reads_answer_as_redis_py_does_even_in_many_pieces(
     assert again is not None and again[0][1] == [(gone, {})]
     # Nothing new within the block time: None, as redis-py answers.
     assert await lean.xreadgroup("g", "c", {names.stream: ">"}, count=10, block=20) is None
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A redis-server that speaks only TLS, with a self-signed certificate for
+    127.0.0.1: (its port, the certificate)."""
+    server, openssl = shutil.which("redis-server"), shutil.which("openssl")
+    if server is None or openssl is None:
+        pytest.skip("needs redis-server and openssl on PATH")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    process = subprocess.Popen(
+        [server, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+         "--tls-auth-clients", "no", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, process=process)
+        yield port, cert
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def test_rediss_verifies_the_server_certificate(tls_redis: tuple[int, Path]) -> None:
+    port, cert = tls_redis
+    trusted = Lean(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}")
+    assert await trusted.execute("PING") == b"PONG"
+    await trusted.aclose()
+    unknown = Lean(f"rediss://127.0.0.1:{port}/0")  # the system's CAs do not know it
+    with pytest.raises(RedisConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+        await unknown.execute("PING")
+    await unknown.aclose()
+    unchecked = Lean(f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=none")
+    assert await unchecked.execute("PING") == b"PONG"
+    await unchecked.aclose()
