@@ -150,17 +150,13 @@ class Pipeline:
                     if entries and self.intake.reading_new and room > 0:
                         ahead = asyncio.create_task(self.intake.read(room, self._block_ms))
                     await self.admit_many(entries)
-                except REDIS_ERRORS as exc:
+                except (*REDIS_ERRORS, ResponseError) as exc:
                     _drop(ahead)
                     ahead = None
-                    failures += 1
-                    await self._redis_down(exc, failures)
-                except ResponseError as exc:
-                    _drop(ahead)
-                    ahead = None
-                    if "NOGROUP" not in str(exc):
+                    # NOGROUP: Redis lost the group (restarted without persistence),
+                    # recreated once it answers again.
+                    if isinstance(exc, ResponseError) and "NOGROUP" not in str(exc):
                         raise
-                    # Redis lost the group (restarted without persistence): recreate it.
                     failures += 1
                     await self._redis_down(exc, failures)
         finally:

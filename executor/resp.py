@@ -25,6 +25,7 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -300,27 +301,17 @@ class LeanScript:
             return await self._lean.execute(b"EVAL", self.script, len(keys), *keys, *args)
 
 
+@dataclass(frozen=True, slots=True)
 class _Target:
     """Where and how to connect, from a redis://, rediss:// or unix:// URL."""
 
-    def __init__(
-        self,
-        *,
-        host: str = "localhost",
-        port: int = 6379,
-        path: str | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        db: int = 0,
-        tls: ssl.SSLContext | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.path = path
-        self.username = username
-        self.password = password
-        self.db = db
-        self.tls = tls
+    host: str = "localhost"
+    port: int = 6379
+    path: str | None = None
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+    tls: ssl.SSLContext | None = None
 
     @classmethod
     def parse(cls, url: str) -> _Target:
